@@ -1,0 +1,5 @@
+//! `bigtable`: the tablet server's storage engine (memtable, SSTables, compaction) and,
+//! above it, tablets and the Cloud Bigtable v2 API. Built on [`wal`] for its commit log
+//! and file-system boundary. Work in progress: see the project's open issues.
+
+pub use wal::fs;
