@@ -88,7 +88,8 @@ pub fn run_schedule(seed: u64, config: &ScheduleConfig) -> Result<ScheduleReport
         if rng.one_in(4) {
             lose_power_during_recovery(&fs, &mut rng, config);
         }
-        let recovered = check_recovery(&fs, &mut model, &mut rng, &mut report).map_err(fail)?;
+        let recovered =
+            check_recovery(&fs, config, &mut model, &mut rng, &mut report).map_err(fail)?;
         report.recovered += recovered;
         if round == config.rounds {
             break;
@@ -129,12 +130,14 @@ fn lose_power_during_recovery(fs: &FaultyFs, rng: &mut SplitMix64, config: &Sche
 /// Replays the whole log and checks it against the model; the model becomes what was read.
 fn check_recovery(
     fs: &FaultyFs,
+    config: &ScheduleConfig,
     model: &mut Model,
     rng: &mut SplitMix64,
     report: &mut ScheduleReport,
 ) -> Result<u64, String> {
     let shared: SharedFs = fs.shared();
-    let mut recovery = Wal::recover(shared.clone(), DIR, WalOptions::default(), 0)
+    let sync = SyncPolicy::EveryCommit;
+    let mut recovery = Wal::recover(shared.clone(), DIR, options(config, sync), 0)
         .map_err(|e| format!("recover failed: {e}"))?;
     let mut read: Vec<(Lsn, Vec<u8>)> = Vec::new();
     while let Some(record) = recovery

@@ -37,6 +37,8 @@ pub struct LogReader {
     next_lsn: Lsn,
     start_lsn: Lsn,
     end: Option<LogEnd>,
+    /// The segment being read last and the offset after its last intact record.
+    append_position: Option<(PathBuf, u64)>,
     failed: bool,
 }
 
@@ -57,6 +59,7 @@ impl LogReader {
             next_lsn: 0,
             start_lsn,
             end: None,
+            append_position: None,
             failed: false,
         })
     }
@@ -64,6 +67,14 @@ impl LogReader {
     /// How the log ended; `None` until [`Self::next_record`] has returned `Ok(None)`.
     pub fn end(&self) -> Option<&LogEnd> {
         self.end.as_ref()
+    }
+
+    /// Where appending continues once the log has been read to its end: the last segment
+    /// and the offset after its last intact record (`None` without segments).
+    pub fn append_position(&self) -> Option<(&Path, u64)> {
+        self.append_position
+            .as_ref()
+            .map(|(p, o)| (p.as_path(), *o))
     }
 
     /// The LSN the next record appended after the end of this log would get.
@@ -105,7 +116,10 @@ impl LogReader {
                         return Ok(Some((lsn, payload)));
                     }
                 }
-                SegmentEvent::End => self.current = None,
+                SegmentEvent::End(offset) => {
+                    self.append_position = Some((segment.path.clone(), offset));
+                    self.current = None;
+                }
                 SegmentEvent::Damage(damage) => self.classify_damage(damage)?,
             }
         }
@@ -184,6 +198,7 @@ impl LogReader {
             let why = format!("{at}, followed by a valid fragment at offset {valid}");
             return Err(corruption(&segment.path, damage.offset, why));
         }
+        self.append_position = Some((segment.path.clone(), damage.offset));
         self.end = Some(LogEnd::TornTail(TailDamage {
             segment: segment.path,
             offset: damage.offset,
@@ -211,7 +226,8 @@ struct Damage {
 
 enum SegmentEvent {
     Record(Vec<u8>),
-    End,
+    /// The segment ended cleanly; the offset is the end of its last record.
+    End(u64),
     Damage(Damage),
 }
 
@@ -238,6 +254,8 @@ struct SegmentReader {
     block: Vec<u8>,
     block_start: u64,
     pos: usize,
+    /// The end of the last complete record.
+    record_end: u64,
 }
 
 impl SegmentReader {
@@ -250,6 +268,7 @@ impl SegmentReader {
             block: Vec::with_capacity(BLOCK_SIZE),
             block_start: 0,
             pos: SEGMENT_HEADER_SIZE,
+            record_end: SEGMENT_HEADER_SIZE as u64,
         };
         reader.load_block()?;
         Ok(reader)
@@ -285,7 +304,7 @@ impl SegmentReader {
                 } => (offset, ty, start, len),
                 Fragment::Eof => {
                     return Ok(match partial {
-                        None => SegmentEvent::End,
+                        None => SegmentEvent::End(self.record_end),
                         Some((start, _)) => damage(start, "record incomplete at end of file", None),
                     });
                 }
@@ -299,13 +318,18 @@ impl SegmentReader {
                 }
             };
             let payload = &self.block[start..start + len];
+            let position = self.block_start + self.pos as u64;
             match (ty, partial.as_mut()) {
-                (FragmentType::Full, None) => return Ok(SegmentEvent::Record(payload.to_vec())),
+                (FragmentType::Full, None) => {
+                    self.record_end = position;
+                    return Ok(SegmentEvent::Record(payload.to_vec()));
+                }
                 (FragmentType::First, None) => partial = Some((offset, payload.to_vec())),
                 (FragmentType::Middle, Some((_, buf))) => buf.extend_from_slice(payload),
                 (FragmentType::Last, Some((_, buf))) => {
                     buf.extend_from_slice(payload);
                     let (_, record) = partial.take().unwrap_or_default();
+                    self.record_end = position;
                     return Ok(SegmentEvent::Record(record));
                 }
                 (_, Some((start, _))) => {
@@ -330,7 +354,7 @@ impl SegmentReader {
         loop {
             let left = self.block.len() - self.pos;
             if left >= FRAGMENT_HEADER_SIZE {
-                return Ok(self.parse_fragment_here());
+                return self.parse_fragment_here();
             }
             if !self.is_final_block() {
                 // Fewer bytes than a header at the end of a full block: zero padding.
@@ -346,7 +370,7 @@ impl SegmentReader {
                 self.load_block()?;
                 continue;
             }
-            if left == 0 {
+            if left == 0 || self.zeros_to_eof()? {
                 return Ok(Fragment::Eof);
             }
             return Ok(Fragment::Bad {
@@ -357,12 +381,16 @@ impl SegmentReader {
         }
     }
 
-    fn parse_fragment_here(&mut self) -> Fragment {
+    fn parse_fragment_here(&mut self) -> io::Result<Fragment> {
         let offset = self.block_start + self.pos as u64;
         let header_bytes: [u8; FRAGMENT_HEADER_SIZE] = self.block
             [self.pos..self.pos + FRAGMENT_HEADER_SIZE]
             .try_into()
             .unwrap_or([0; FRAGMENT_HEADER_SIZE]);
+        if header_bytes == [0; FRAGMENT_HEADER_SIZE] && self.zeros_to_eof()? {
+            // Preallocated space that was never written: the end of the segment.
+            return Ok(Fragment::Eof);
+        }
         let header = FragmentHeader::decode(&header_bytes);
         let bad = |reason: &str, resume_at| Fragment::Bad {
             offset,
@@ -371,27 +399,48 @@ impl SegmentReader {
         };
         let next_block = Some(self.block_start + BLOCK_SIZE as u64);
         let Some(ty) = FragmentType::from_byte(header.ty) else {
-            return bad(&format!("invalid fragment type {}", header.ty), next_block);
+            return Ok(bad(
+                &format!("invalid fragment type {}", header.ty),
+                next_block,
+            ));
         };
         let start = self.pos + FRAGMENT_HEADER_SIZE;
         let room = self.block.len() - start;
         if header.len > room {
             if self.is_final_block() && self.block.len() < BLOCK_SIZE {
-                return bad("fragment cut short by end of file", None);
+                return Ok(bad("fragment cut short by end of file", None));
             }
-            return bad("fragment length runs past its block", next_block);
+            return Ok(bad("fragment length runs past its block", next_block));
         }
         if fragment_crc(ty, &self.block[start..start + header.len]) != header.crc {
             let after = offset + (FRAGMENT_HEADER_SIZE + header.len) as u64;
-            return bad("checksum mismatch", Some(after));
+            return Ok(bad("checksum mismatch", Some(after)));
         }
         self.pos = start + header.len;
-        Fragment::Data {
+        Ok(Fragment::Data {
             offset,
             ty,
             start,
             len: header.len,
+        })
+    }
+
+    /// Whether every byte from the current position to the end of the file is zero.
+    fn zeros_to_eof(&self) -> io::Result<bool> {
+        if self.block[self.pos..].iter().any(|&b| b != 0) {
+            return Ok(false);
         }
+        let mut buf = vec![0u8; BLOCK_SIZE];
+        let mut at = self.block_start + BLOCK_SIZE as u64;
+        while at < self.file_len {
+            let n = (self.file_len - at).min(BLOCK_SIZE as u64) as usize;
+            self.file.read_exact_at(at, &mut buf[..n])?;
+            if buf[..n].iter().any(|&b| b != 0) {
+                return Ok(false);
+            }
+            at += n as u64;
+        }
+        Ok(true)
     }
 
     /// The offset of the first intact fragment at `from` or at any later block start.

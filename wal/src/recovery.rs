@@ -8,7 +8,7 @@ use crate::group_commit::Wal;
 use crate::options::WalOptions;
 use crate::reader::{LogEnd, LogReader, TailDamage};
 use crate::segment::{list_segments, SEGMENT_HEADER_SIZE};
-use crate::segment_writer::SegmentWriter;
+use crate::segment_writer::{SegmentDir, SegmentWriter};
 use crate::{IoContext, Lsn, Result};
 
 /// What opening the log found.
@@ -114,28 +114,42 @@ impl Recovery {
     }
 
     fn open_writer(&self, next_lsn: Lsn, torn_tail: Option<&TailDamage>) -> Result<SegmentWriter> {
-        let mut segments: VecDeque<(Lsn, PathBuf)> =
+        let segments = SegmentDir {
+            fs: self.fs.clone(),
+            dir: self.dir.clone(),
+            preallocate: self.options.segment_size,
+        };
+        let mut files: VecDeque<(Lsn, PathBuf)> =
             list_segments(self.fs.as_ref(), &self.dir)?.into();
-        if let Some(damage) = torn_tail {
-            if damage.offset < SEGMENT_HEADER_SIZE as u64 {
+        let resume_at = self.reader.append_position().map(|(_, offset)| offset);
+        match (torn_tail, resume_at) {
+            (Some(damage), _) if damage.offset < SEGMENT_HEADER_SIZE as u64 => {
                 self.remove_torn_segment(&damage.segment)?;
-                segments.pop_back();
-            } else {
-                self.fs
-                    .truncate(&damage.segment, damage.offset)
-                    .context(|| format!("truncating torn tail of {}", damage.segment.display()))?;
+                files.pop_back();
+                SegmentWriter::create(segments, next_lsn, files)
             }
-        }
-        match segments.pop_back() {
-            None => SegmentWriter::create(self.fs.clone(), &self.dir, next_lsn, segments),
-            Some(active) => {
-                let mut writer =
-                    SegmentWriter::resume(self.fs.clone(), &self.dir, active, segments)?;
+            (_, Some(offset)) => {
+                if let Some(damage) = torn_tail {
+                    self.fs
+                        .truncate(&damage.segment, damage.offset)
+                        .context(|| {
+                            format!("truncating torn tail of {}", damage.segment.display())
+                        })?;
+                }
+                let active = files.pop_back().ok_or_else(|| {
+                    crate::segment::corruption(
+                        &self.dir,
+                        0,
+                        "log segments vanished during recovery",
+                    )
+                })?;
+                let mut writer = SegmentWriter::resume(segments, active, offset, files)?;
                 if torn_tail.is_some() {
                     writer.sync()?;
                 }
                 Ok(writer)
             }
+            (_, None) => SegmentWriter::create(segments, next_lsn, files),
         }
     }
 

@@ -8,9 +8,45 @@ use crate::fs::{SharedFs, WritableFile};
 use crate::segment::{encode_header, segment_file_name};
 use crate::{IoContext, Lsn, Result};
 
+/// Where segments live and how they are created.
+#[derive(Clone)]
+pub(crate) struct SegmentDir {
+    pub fs: SharedFs,
+    pub dir: PathBuf,
+    /// Space reserved for each segment up front (see `WritableFile::preallocate`).
+    pub preallocate: u64,
+}
+
+impl SegmentDir {
+    /// Creates a segment with its header synced and its directory entry durable.
+    fn create(&self, first_lsn: Lsn) -> Result<(Box<dyn WritableFile>, PathBuf)> {
+        let path = self.dir.join(segment_file_name(first_lsn));
+        let describe = || format!("creating segment {}", path.display());
+        let mut file = self.fs.create(&path).context(describe)?;
+        file.append(&encode_header(first_lsn)).context(describe)?;
+        file.preallocate(self.preallocate).context(describe)?;
+        file.sync().context(describe)?;
+        self.sync_dir()?;
+        Ok((file, path))
+    }
+
+    /// Opens an existing segment for appends at `offset`.
+    fn open_at(&self, path: &Path, offset: u64) -> Result<Box<dyn WritableFile>> {
+        let describe = || format!("opening {} for append", path.display());
+        let mut file = self.fs.open_at(path, offset).context(describe)?;
+        file.preallocate(self.preallocate).context(describe)?;
+        Ok(file)
+    }
+
+    fn sync_dir(&self) -> Result<()> {
+        self.fs
+            .sync_dir(&self.dir)
+            .context(|| format!("syncing directory {}", self.dir.display()))
+    }
+}
+
 pub(crate) struct SegmentWriter {
-    fs: SharedFs,
-    dir: PathBuf,
+    segments: SegmentDir,
     file: Box<dyn WritableFile>,
     active: (Lsn, PathBuf),
     closed: VecDeque<(Lsn, PathBuf)>,
@@ -19,40 +55,36 @@ pub(crate) struct SegmentWriter {
 impl SegmentWriter {
     /// Starts a new, empty segment whose first record will have `first_lsn`.
     pub fn create(
-        fs: SharedFs,
-        dir: &Path,
+        segments: SegmentDir,
         first_lsn: Lsn,
         closed: VecDeque<(Lsn, PathBuf)>,
     ) -> Result<Self> {
-        let (file, path) = create_segment(&fs, dir, first_lsn)?;
+        let (file, path) = segments.create(first_lsn)?;
         Ok(SegmentWriter {
-            fs,
-            dir: dir.to_path_buf(),
+            segments,
             file,
             active: (first_lsn, path),
             closed,
         })
     }
 
-    /// Continues appending to an existing segment.
+    /// Continues an existing segment at `offset`, the end of its last record.
     pub fn resume(
-        fs: SharedFs,
-        dir: &Path,
+        segments: SegmentDir,
         active: (Lsn, PathBuf),
+        offset: u64,
         closed: VecDeque<(Lsn, PathBuf)>,
     ) -> Result<Self> {
-        let file = fs
-            .open_append(&active.1)
-            .context(|| format!("opening {} for append", active.1.display()))?;
+        let file = segments.open_at(&active.1, offset)?;
         Ok(SegmentWriter {
-            fs,
-            dir: dir.to_path_buf(),
+            segments,
             file,
             active,
             closed,
         })
     }
 
+    /// Where the next byte goes in the active segment.
     pub fn active_len(&self) -> u64 {
         self.file.len()
     }
@@ -99,7 +131,7 @@ impl SegmentWriter {
     /// starts a new one.
     fn rotate(&mut self, first_lsn: Lsn) -> Result<()> {
         self.sync()?;
-        let (file, path) = create_segment(&self.fs, &self.dir, first_lsn)?;
+        let (file, path) = self.segments.create(first_lsn)?;
         self.file = file;
         let previous = std::mem::replace(&mut self.active, (first_lsn, path));
         self.closed.push_back(previous);
@@ -114,16 +146,15 @@ impl SegmentWriter {
             if successor_first > lsn {
                 break;
             }
-            self.fs
+            self.segments
+                .fs
                 .remove(path)
                 .context(|| format!("removing {}", path.display()))?;
             self.closed.pop_front();
             removed += 1;
         }
         if removed > 0 {
-            self.fs
-                .sync_dir(&self.dir)
-                .context(|| format!("syncing directory {}", self.dir.display()))?;
+            self.segments.sync_dir()?;
         }
         Ok(removed)
     }
@@ -131,19 +162,4 @@ impl SegmentWriter {
     pub fn segment_count(&self) -> usize {
         self.closed.len() + 1
     }
-}
-
-/// Creates a segment with its header synced and its directory entry durable.
-fn create_segment(
-    fs: &SharedFs,
-    dir: &Path,
-    first_lsn: Lsn,
-) -> Result<(Box<dyn WritableFile>, PathBuf)> {
-    let path = dir.join(segment_file_name(first_lsn));
-    let describe = || format!("creating segment {}", path.display());
-    let mut file = fs.create(&path).context(describe)?;
-    file.append(&encode_header(first_lsn)).context(describe)?;
-    file.sync().context(describe)?;
-    fs.sync_dir(dir).context(describe)?;
-    Ok((file, path))
 }

@@ -190,3 +190,35 @@ fn stats_count_appends_and_syncs() {
         (2, 3, 1, 1)
     );
 }
+
+#[test]
+fn preallocated_space_reads_as_zeros_and_is_durable_only_after_a_sync() {
+    let fs = setup();
+    let path = Path::new("/d/f");
+    let mut f = fs.create(path).unwrap();
+    f.append(b"abc").unwrap();
+    f.preallocate(8).unwrap();
+    assert_eq!(f.len(), 3, "preallocation does not move the logical end");
+    assert_eq!(read_file(&fs, path).unwrap(), b"abc\0\0\0\0\0");
+    fs.sync_dir(Path::new("/d")).unwrap();
+    fs.crash(CrashMode::DropUnsynced);
+    assert_eq!(
+        read_file(&fs, path).unwrap(),
+        b"",
+        "neither bytes nor space were synced"
+    );
+
+    let mut f = fs.open_at(path, 0).unwrap();
+    f.append(b"xy").unwrap();
+    f.preallocate(6).unwrap();
+    f.sync().unwrap();
+    let mut f = fs.open_at(path, 2).unwrap();
+    f.append(b"z").unwrap();
+    assert_eq!(read_file(&fs, path).unwrap(), b"xyz\0\0\0");
+    fs.crash(CrashMode::DropUnsynced);
+    assert_eq!(
+        read_file(&fs, path).unwrap(),
+        b"xy\0\0\0\0",
+        "the unsynced overwrite is lost"
+    );
+}

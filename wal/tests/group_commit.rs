@@ -249,3 +249,44 @@ fn replay_from_an_lsn_returns_exactly_the_suffix() {
     let (_, report) = recovery.finish().unwrap();
     assert_eq!((report.records_replayed, report.next_lsn), (19, 61));
 }
+
+fn clean_reopen_continues_in_place(fs: SharedFs, dir: &Path) {
+    let options = WalOptions::default().with_segment_size(1 << 20);
+    let (wal, _) = Wal::open(fs.clone(), dir, options.clone()).unwrap();
+    for i in 0..100u32 {
+        wal.append(&i.to_le_bytes()).unwrap();
+    }
+    drop(wal);
+    let (wal, report) = Wal::open(fs.clone(), dir, options.clone()).unwrap();
+    assert_eq!(
+        report.torn_tail, None,
+        "reserved zeros after the last record are a clean end"
+    );
+    assert_eq!(report.next_lsn, 101);
+    wal.append(b"after reopen").unwrap();
+    drop(wal);
+    let (_, report) = Wal::open(fs.clone(), dir, options).unwrap();
+    assert_eq!((report.next_lsn, report.torn_tail), (102, None));
+    let read = read_all(fs, dir);
+    assert_eq!(read.len(), 101);
+    assert_eq!(read[99].1, 99u32.to_le_bytes());
+    assert_eq!(read[100].1, b"after reopen");
+}
+
+#[test]
+fn a_clean_reopen_reports_no_torn_tail_and_continues_in_place() {
+    clean_reopen_continues_in_place(FaultyFs::new().shared(), Path::new("/log"));
+}
+
+#[test]
+fn segments_are_preallocated_on_the_real_file_system() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    clean_reopen_continues_in_place(RealFs::shared(), &dir);
+    let segment = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap();
+    assert_eq!(
+        segment.metadata().unwrap().len(),
+        1 << 20,
+        "the segment's space is reserved"
+    );
+}

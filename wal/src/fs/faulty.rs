@@ -93,50 +93,120 @@ struct Faults {
     powered_off: bool,
 }
 
+/// A file: its current bytes and what a crash would leave of them.
 #[derive(Default)]
 struct Inode {
+    /// Written bytes; the file reads as zeros from here up to `allocated`.
     data: Vec<u8>,
-    durable_len: usize,
-    /// The durable bytes, kept only once `data` no longer starts with them (after a
-    /// truncation below `durable_len`).
-    durable_shadow: Option<Vec<u8>>,
+    allocated: usize,
+    /// The bytes and allocation as of the last sync.
+    durable: Vec<u8>,
+    durable_allocated: usize,
+    /// The lowest offset changed since the last sync.
+    dirty_from: Option<usize>,
 }
 
 impl Inode {
-    fn sync(&mut self) {
-        self.durable_len = self.data.len();
-        self.durable_shadow = None;
+    fn size(&self) -> usize {
+        self.data.len().max(self.allocated)
+    }
+
+    fn mark_dirty(&mut self, from: usize) {
+        self.dirty_from = Some(self.dirty_from.map_or(from, |d| d.min(from)));
+    }
+
+    fn write_at(&mut self, offset: usize, bytes: &[u8]) {
+        let end = offset + bytes.len();
+        if self.data.len() < end {
+            self.data.resize(end, 0);
+        }
+        self.data[offset..end].copy_from_slice(bytes);
+        self.mark_dirty(offset);
     }
 
     fn set_len(&mut self, len: usize) {
-        if len < self.durable_len && self.durable_shadow.is_none() {
-            self.durable_shadow = Some(self.data[..self.durable_len].to_vec());
-        }
+        let old = self.size();
         self.data.resize(len, 0);
+        self.allocated = self.allocated.min(len);
+        self.mark_dirty(len.min(old));
     }
 
-    fn revert_to_durable(&mut self, torn: Option<&mut SplitMix64>) {
-        if let Some(shadow) = self.durable_shadow.take() {
-            self.data = shadow;
-            return;
+    fn allocate(&mut self, size: usize) {
+        if size > self.allocated {
+            self.mark_dirty(self.size());
+            self.allocated = size;
         }
-        let unsynced = self.data.len() - self.durable_len;
-        let keep = match torn {
-            None => 0,
-            Some(rng) => {
-                let keep = rng.below(unsynced as u64 + 1) as usize;
-                let end = self.durable_len + keep;
-                let damaged = keep.min(16);
-                match rng.below(3) {
-                    0 => rng.fill(&mut self.data[end - damaged..end]),
-                    1 => self.data[end - damaged..end].fill(0),
-                    _ => {}
-                }
-                keep
-            }
+    }
+
+    /// Copies what changed since the last sync into the durable state.
+    fn sync(&mut self) {
+        if let Some(from) = self.dirty_from.take() {
+            let from = from.min(self.durable.len()).min(self.data.len());
+            self.durable.truncate(from);
+            self.durable.extend_from_slice(&self.data[from..]);
+        }
+        self.durable_allocated = self.allocated;
+    }
+
+    /// What a crash leaves: the durable state, plus (torn) a random prefix of the changed
+    /// bytes, whose last few may be garbled or zeroed.
+    fn crash(&mut self, torn: Option<&mut SplitMix64>) {
+        let Some(from) = self.dirty_from.take() else {
+            return;
         };
-        self.data.truncate(self.durable_len + keep);
-        self.durable_len = self.data.len();
+        self.allocated = self.durable_allocated;
+        let Some(rng) = torn else {
+            self.data = self.durable.clone();
+            return;
+        };
+        let from = from.min(self.durable.len()).min(self.data.len());
+        let keep = rng.below((self.data.len() - from) as u64 + 1) as usize;
+        let end = from + keep;
+        self.data.truncate(end);
+        if self.durable.len() > end {
+            self.data.extend_from_slice(&self.durable[end..]);
+        }
+        let damaged = keep.min(16);
+        match rng.below(3) {
+            0 => rng.fill(&mut self.data[end - damaged..end]),
+            1 => self.data[end - damaged..end].fill(0),
+            _ => {}
+        }
+        self.durable = self.data.clone();
+    }
+
+    fn read_at(&self, offset: usize, buf: &mut [u8]) -> usize {
+        let n = buf.len().min(self.size().saturating_sub(offset));
+        let written = self.data.len().saturating_sub(offset).min(n);
+        if written > 0 {
+            buf[..written].copy_from_slice(&self.data[offset..offset + written]);
+        }
+        buf[written..n].fill(0);
+        n
+    }
+
+    fn contents(&self) -> Vec<u8> {
+        let mut bytes = self.data.clone();
+        bytes.resize(self.size(), 0);
+        bytes
+    }
+
+    /// Media damage: changes the bytes whether synced or not.
+    fn flip_bit(&mut self, offset: usize, bit: u8) {
+        for bytes in [&mut self.data, &mut self.durable] {
+            if bytes.len() <= offset {
+                bytes.resize(offset + 1, 0);
+            }
+            bytes[offset] ^= 1 << (bit % 8);
+        }
+    }
+
+    /// Media damage: the tail is gone whether synced or not.
+    fn cut(&mut self, len: usize) {
+        self.data.truncate(len);
+        self.durable.truncate(len);
+        self.allocated = self.allocated.min(len);
+        self.durable_allocated = self.durable_allocated.min(len);
     }
 }
 
@@ -227,7 +297,7 @@ impl FaultyFs {
         let mut inos: Vec<u64> = state.inodes.keys().copied().collect();
         inos.sort_unstable();
         for ino in inos {
-            state.inode_mut(ino).revert_to_durable(rng.as_mut());
+            state.inode_mut(ino).crash(rng.as_mut());
         }
         state.generation += 1;
         state.faults = Faults::default();
@@ -279,20 +349,13 @@ impl FaultyFs {
         let mut state = self.state.lock();
         let ino = state.ino(path)?;
         let inode = state.inode_mut(ino);
-        let byte = inode.data.get_mut(offset).ok_or_else(|| {
-            io::Error::new(
+        if offset >= inode.size() {
+            return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "flip_bit offset past end of file",
-            )
-        })?;
-        *byte ^= 1 << (bit % 8);
-        if let Some(b) = inode
-            .durable_shadow
-            .as_mut()
-            .and_then(|s| s.get_mut(offset))
-        {
-            *b ^= 1 << (bit % 8);
+            ));
         }
+        inode.flip_bit(offset, bit);
         Ok(())
     }
 
@@ -300,12 +363,7 @@ impl FaultyFs {
     pub fn truncate_file(&self, path: &Path, len: usize) -> io::Result<()> {
         let mut state = self.state.lock();
         let ino = state.ino(path)?;
-        let inode = state.inode_mut(ino);
-        inode.data.truncate(len);
-        inode.durable_len = inode.durable_len.min(len);
-        if let Some(shadow) = inode.durable_shadow.as_mut() {
-            shadow.truncate(len);
-        }
+        state.inode_mut(ino).cut(len);
         Ok(())
     }
 
@@ -316,7 +374,7 @@ impl FaultyFs {
         Ok(state
             .inodes
             .get(&ino)
-            .map(|i| i.data.clone())
+            .map(Inode::contents)
             .unwrap_or_default())
     }
 
@@ -331,6 +389,16 @@ impl FaultyFs {
     pub fn stats(&self) -> FsStats {
         self.state.lock().stats
     }
+
+    fn writable(&self, ino: u64, pos: usize, generation: u64) -> Box<dyn WritableFile> {
+        Box::new(FaultyWritable {
+            state: self.state.clone(),
+            sync_gate: self.sync_gate.clone(),
+            ino,
+            generation,
+            pos,
+        })
+    }
 }
 
 struct FaultyWritable {
@@ -338,6 +406,7 @@ struct FaultyWritable {
     sync_gate: Arc<SyncGate>,
     ino: u64,
     generation: u64,
+    pos: usize,
 }
 
 impl WritableFile for FaultyWritable {
@@ -351,7 +420,18 @@ impl WritableFile for FaultyWritable {
         }
         state.stats.appends += 1;
         state.stats.bytes_appended += data.len() as u64;
-        state.inode_mut(self.ino).data.extend_from_slice(data);
+        state.inode_mut(self.ino).write_at(self.pos, data);
+        self.pos += data.len();
+        Ok(())
+    }
+
+    fn preallocate(&mut self, size: u64) -> io::Result<()> {
+        let mut state = self.state.lock();
+        state.check_handle(self.generation)?;
+        state.mutating_op()?;
+        let size = usize::try_from(size)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "size too large"))?;
+        state.inode_mut(self.ino).allocate(size);
         Ok(())
     }
 
@@ -370,8 +450,7 @@ impl WritableFile for FaultyWritable {
     }
 
     fn len(&self) -> u64 {
-        let mut state = self.state.lock();
-        state.inode_mut(self.ino).data.len() as u64
+        self.pos as u64
     }
 }
 
@@ -385,19 +464,14 @@ impl RandomAccessFile for FaultyReadable {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         let mut state = self.state.lock();
         state.check_handle(self.generation)?;
-        let data = &state.inode_mut(self.ino).data;
-        let start = usize::try_from(offset)
-            .unwrap_or(usize::MAX)
-            .min(data.len());
-        let n = buf.len().min(data.len() - start);
-        buf[..n].copy_from_slice(&data[start..start + n]);
-        Ok(n)
+        let offset = usize::try_from(offset).unwrap_or(usize::MAX);
+        Ok(state.inode_mut(self.ino).read_at(offset, buf))
     }
 
     fn len(&self) -> io::Result<u64> {
         let mut state = self.state.lock();
         state.check_handle(self.generation)?;
-        Ok(state.inode_mut(self.ino).data.len() as u64)
+        Ok(state.inode_mut(self.ino).size() as u64)
     }
 }
 
@@ -419,23 +493,23 @@ impl FileSystem for FaultyFs {
                 ino
             }
         };
-        Ok(Box::new(FaultyWritable {
-            state: self.state.clone(),
-            sync_gate: self.sync_gate.clone(),
-            ino,
-            generation: state.generation,
-        }))
+        Ok(self.writable(ino, 0, state.generation))
     }
 
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
+        let mut state = self.state.lock();
+        state.check_power()?;
+        let ino = state.ino(path)?;
+        let end = state.inode_mut(ino).size();
+        Ok(self.writable(ino, end, state.generation))
+    }
+
+    fn open_at(&self, path: &Path, offset: u64) -> io::Result<Box<dyn WritableFile>> {
         let state = self.state.lock();
         state.check_power()?;
-        Ok(Box::new(FaultyWritable {
-            state: self.state.clone(),
-            sync_gate: self.sync_gate.clone(),
-            ino: state.ino(path)?,
-            generation: state.generation,
-        }))
+        let offset = usize::try_from(offset)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+        Ok(self.writable(state.ino(path)?, offset, state.generation))
     }
 
     fn open_read(&self, path: &Path) -> io::Result<Box<dyn RandomAccessFile>> {
@@ -452,9 +526,7 @@ impl FileSystem for FaultyFs {
         let mut state = self.state.lock();
         state.check_power()?;
         let ino = state.ino(path)?;
-        Ok(FileBytes::owned(Arc::from(
-            state.inode_mut(ino).data.as_slice(),
-        )))
+        Ok(FileBytes::owned(Arc::from(state.inode_mut(ino).contents())))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {

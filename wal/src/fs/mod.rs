@@ -25,6 +25,9 @@ pub trait FileSystem: Send + Sync + 'static {
     fn create(&self, path: &Path) -> io::Result<Box<dyn WritableFile>>;
     /// Opens an existing file for appending at its current end.
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn WritableFile>>;
+    /// Opens an existing file for appending at `offset`, which becomes its logical end:
+    /// appends overwrite whatever follows (the zeros of preallocated space).
+    fn open_at(&self, path: &Path, offset: u64) -> io::Result<Box<dyn WritableFile>>;
     /// Opens an existing file for positional reads.
     fn open_read(&self, path: &Path) -> io::Result<Box<dyn RandomAccessFile>>;
     /// Maps an immutable file into memory. The caller promises nobody writes it meanwhile.
@@ -45,14 +48,19 @@ pub trait FileSystem: Send + Sync + 'static {
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()>;
 }
 
-/// A file open for appending.
+/// A file open for appending at a logical end that only moves forward.
 pub trait WritableFile: Send {
-    /// Appends all of `data` (it may reach the disk only at the next [`Self::sync`]).
+    /// Appends all of `data` at the logical end (it may reach the disk only at the next
+    /// [`Self::sync`]).
     fn append(&mut self, data: &[u8]) -> io::Result<()>;
     /// Makes everything appended so far durable (fdatasync).
     fn sync(&mut self) -> io::Result<()>;
-    /// The file's length including unsynced appends.
+    /// The logical end: where the next append goes.
     fn len(&self) -> u64;
+    /// Reserves disk space up to `size` bytes, which read as zeros until written. On
+    /// ext4 an fdatasync after writing into reserved space skips the journal commit that
+    /// growing a file costs. Durable after [`Self::sync`]. A no-op where unsupported.
+    fn preallocate(&mut self, size: u64) -> io::Result<()>;
     /// Whether the file is empty.
     fn is_empty(&self) -> bool {
         self.len() == 0

@@ -1,7 +1,8 @@
 //! The real file system: `std::fs` plus `memmap2`.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -26,9 +27,24 @@ struct RealWritable {
 
 impl WritableFile for RealWritable {
     fn append(&mut self, data: &[u8]) -> io::Result<()> {
-        self.file.write_all(data)?;
+        self.file.write_all_at(data, self.len)?;
         self.len += data.len() as u64;
         Ok(())
+    }
+
+    fn preallocate(&mut self, size: u64) -> io::Result<()> {
+        let size = libc::off_t::try_from(size)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "preallocation too large"))?;
+        // SAFETY: fallocate reads no memory of ours; the descriptor is open for writing.
+        let rc = unsafe { libc::fallocate(self.file.as_raw_fd(), 0, 0, size) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => Ok(()),
+            _ => Err(err),
+        }
     }
 
     fn sync(&mut self) -> io::Result<()> {
@@ -63,9 +79,14 @@ impl FileSystem for RealFs {
     }
 
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
-        let file = OpenOptions::new().append(true).open(path)?;
+        let file = OpenOptions::new().write(true).open(path)?;
         let len = file.metadata()?.len();
         Ok(Box::new(RealWritable { file, len }))
+    }
+
+    fn open_at(&self, path: &Path, offset: u64) -> io::Result<Box<dyn WritableFile>> {
+        let file = OpenOptions::new().write(true).open(path)?;
+        Ok(Box::new(RealWritable { file, len: offset }))
     }
 
     fn open_read(&self, path: &Path) -> io::Result<Box<dyn RandomAccessFile>> {
