@@ -2,4 +2,13 @@
 //! above it, tablets and the Cloud Bigtable v2 API. Built on [`wal`] for its commit log
 //! and file-system boundary. Work in progress: see the project's open issues.
 
+pub mod cache;
+pub mod coding;
+pub mod error;
+pub mod key;
+pub mod memtable;
+pub mod sstable;
+
 pub use wal::fs;
+
+pub use error::{Error, Result};

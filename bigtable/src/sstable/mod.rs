@@ -1,0 +1,12 @@
+//! SSTables: immutable sorted files of internal keys and values. Layout in
+//! `docs/sstable-format.md`.
+
+pub mod block;
+pub mod bloom;
+pub mod builder;
+pub mod format;
+pub mod table;
+
+pub use builder::{TableBuilder, TableOptions};
+pub use format::TableProperties;
+pub use table::{Table, TableIter};
