@@ -5,8 +5,12 @@
 pub mod cache;
 pub mod coding;
 pub mod error;
+pub mod gc_rule;
 pub mod key;
 pub mod memtable;
+pub mod merge;
+pub mod mutation;
+pub mod row_reader;
 pub mod sstable;
 
 pub use wal::fs;

@@ -1,0 +1,127 @@
+//! Merging sorted entry sources (the memtable, SSTables) into one sorted stream.
+
+use crate::error::Result;
+use crate::memtable::MemtableIter;
+use crate::sstable::TableIter;
+
+/// A cursor over entries sorted by internal key.
+pub trait EntryCursor {
+    fn valid(&self) -> bool;
+    fn key(&self) -> &[u8];
+    fn value(&self) -> &[u8];
+    fn seek_to_first(&mut self) -> Result<()>;
+    fn seek(&mut self, target: &[u8]) -> Result<()>;
+    fn advance(&mut self) -> Result<()>;
+}
+
+impl EntryCursor for MemtableIter<'_> {
+    fn valid(&self) -> bool {
+        MemtableIter::valid(self)
+    }
+    fn key(&self) -> &[u8] {
+        MemtableIter::key(self)
+    }
+    fn value(&self) -> &[u8] {
+        MemtableIter::value(self)
+    }
+    fn seek_to_first(&mut self) -> Result<()> {
+        MemtableIter::seek_to_first(self);
+        Ok(())
+    }
+    fn seek(&mut self, target: &[u8]) -> Result<()> {
+        MemtableIter::seek(self, target);
+        Ok(())
+    }
+    fn advance(&mut self) -> Result<()> {
+        MemtableIter::advance(self);
+        Ok(())
+    }
+}
+
+impl EntryCursor for TableIter {
+    fn valid(&self) -> bool {
+        TableIter::valid(self)
+    }
+    fn key(&self) -> &[u8] {
+        TableIter::key(self)
+    }
+    fn value(&self) -> &[u8] {
+        TableIter::value(self)
+    }
+    fn seek_to_first(&mut self) -> Result<()> {
+        TableIter::seek_to_first(self)
+    }
+    fn seek(&mut self, target: &[u8]) -> Result<()> {
+        TableIter::seek(self, target)
+    }
+    fn advance(&mut self) -> Result<()> {
+        TableIter::advance(self)
+    }
+}
+
+/// The union of several cursors in key order. Where sources hold the same key, the
+/// earliest source in the list (the newest data) wins and the others are skipped.
+pub struct MergingCursor<'a> {
+    sources: Vec<Box<dyn EntryCursor + 'a>>,
+    current: Option<usize>,
+}
+
+impl<'a> MergingCursor<'a> {
+    pub fn new(sources: Vec<Box<dyn EntryCursor + 'a>>) -> Self {
+        MergingCursor {
+            sources,
+            current: None,
+        }
+    }
+
+    fn pick_smallest(&mut self) {
+        self.current = None;
+        for (i, s) in self.sources.iter().enumerate() {
+            if s.valid() && self.current.is_none_or(|c| s.key() < self.sources[c].key()) {
+                self.current = Some(i);
+            }
+        }
+    }
+}
+
+impl EntryCursor for MergingCursor<'_> {
+    fn valid(&self) -> bool {
+        self.current.is_some()
+    }
+
+    fn key(&self) -> &[u8] {
+        self.current.map_or(&[], |c| self.sources[c].key())
+    }
+
+    fn value(&self) -> &[u8] {
+        self.current.map_or(&[], |c| self.sources[c].value())
+    }
+
+    fn seek_to_first(&mut self) -> Result<()> {
+        for s in &mut self.sources {
+            s.seek_to_first()?;
+        }
+        self.pick_smallest();
+        Ok(())
+    }
+
+    fn seek(&mut self, target: &[u8]) -> Result<()> {
+        for s in &mut self.sources {
+            s.seek(target)?;
+        }
+        self.pick_smallest();
+        Ok(())
+    }
+
+    fn advance(&mut self) -> Result<()> {
+        let Some(c) = self.current else { return Ok(()) };
+        let key = self.sources[c].key().to_vec();
+        for s in &mut self.sources {
+            if s.valid() && s.key() == key.as_slice() {
+                s.advance()?;
+            }
+        }
+        self.pick_smallest();
+        Ok(())
+    }
+}

@@ -1,0 +1,155 @@
+//! Turning a merged entry stream into rows of visible cells at a snapshot.
+//!
+//! Visibility, for entries written at or before the snapshot's sequence number:
+//! - a row tombstone hides the row's entries written before it (lower sequence number);
+//! - a family tombstone hides the family's entries written before it;
+//! - a column deletion hides the column's cells written before it whose timestamp is in
+//!   its range;
+//! - of several versions with the same timestamp, only the last written is visible.
+
+use std::borrow::Cow;
+
+use crate::error::{corruption, Result};
+use crate::key::{row_prefix_len, CellKind, InternalKey, SeqNo, Target, Timestamp};
+use crate::merge::EntryCursor;
+use crate::mutation::TimestampRange;
+
+/// A visible cell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cell {
+    pub family: Vec<u8>,
+    pub qualifier: Vec<u8>,
+    pub timestamp: Timestamp,
+    pub value: Vec<u8>,
+}
+
+/// A row's visible cells, by family, qualifier, then timestamp newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub key: Vec<u8>,
+    pub cells: Vec<Cell>,
+}
+
+/// What the reader knows while walking one row.
+#[derive(Default)]
+struct RowState {
+    row_tombstone: SeqNo,
+    family: Vec<u8>,
+    family_tombstone: SeqNo,
+    column: Option<(Vec<u8>, Vec<u8>)>,
+    column_deletes: Vec<(TimestampRange, SeqNo)>,
+    last_timestamp: Option<Timestamp>,
+}
+
+impl RowState {
+    fn enter_family(&mut self, family: &[u8]) {
+        if self.family != family {
+            self.family = family.to_vec();
+            self.family_tombstone = 0;
+            self.column = None;
+        }
+    }
+
+    fn enter_column(&mut self, family: &[u8], qualifier: &[u8]) {
+        self.enter_family(family);
+        let same = self
+            .column
+            .as_ref()
+            .is_some_and(|(f, q)| f == family && q == qualifier);
+        if !same {
+            self.column = Some((family.to_vec(), qualifier.to_vec()));
+            self.column_deletes.clear();
+            self.last_timestamp = None;
+        }
+    }
+
+    /// Whether a cell written at `seq` with timestamp `ts` is visible.
+    fn admits(&mut self, ts: Timestamp, seq: SeqNo) -> bool {
+        if self.last_timestamp == Some(ts) {
+            return false;
+        }
+        self.last_timestamp = Some(ts);
+        seq > self.row_tombstone
+            && seq > self.family_tombstone
+            && !self
+                .column_deletes
+                .iter()
+                .any(|(range, s)| *s > seq && range.contains(ts))
+    }
+}
+
+/// Reads rows from `cursor` (positioned at the start of a row) until one has a visible
+/// cell; returns it with the cursor at the start of the following row, or `None` at the
+/// end of the stream.
+pub fn next_visible_row(cursor: &mut dyn EntryCursor, snapshot: SeqNo) -> Result<Option<Row>> {
+    while cursor.valid() {
+        if let Some(row) = read_row(cursor, snapshot)? {
+            return Ok(Some(row));
+        }
+    }
+    Ok(None)
+}
+
+fn malformed() -> crate::Error {
+    corruption("<merged entries>", "malformed internal key")
+}
+
+fn read_row(cursor: &mut dyn EntryCursor, snapshot: SeqNo) -> Result<Option<Row>> {
+    let first = cursor.key();
+    let prefix_len = row_prefix_len(first).ok_or_else(malformed)?;
+    let prefix = first[..prefix_len].to_vec();
+    let key = InternalKey::decode(first)
+        .ok_or_else(malformed)?
+        .row
+        .into_owned();
+    let mut state = RowState::default();
+    let mut cells = Vec::new();
+    while cursor.valid() && cursor.key().starts_with(&prefix) {
+        let entry = InternalKey::decode(cursor.key()).ok_or_else(malformed)?;
+        if entry.seq <= snapshot {
+            apply_entry(&mut state, entry, cursor.value(), &mut cells)?;
+        }
+        cursor.advance()?;
+    }
+    Ok((!cells.is_empty()).then_some(Row { key, cells }))
+}
+
+fn apply_entry(
+    state: &mut RowState,
+    entry: InternalKey<'_>,
+    value: &[u8],
+    cells: &mut Vec<Cell>,
+) -> Result<()> {
+    match entry.target {
+        Target::DeleteRow => state.row_tombstone = state.row_tombstone.max(entry.seq),
+        Target::DeleteFamily { family } => {
+            state.enter_family(&family);
+            state.family_tombstone = state.family_tombstone.max(entry.seq);
+        }
+        Target::Column {
+            family,
+            qualifier,
+            timestamp,
+            kind,
+        } => {
+            state.enter_column(&family, &qualifier);
+            match kind {
+                CellKind::DeleteCells => {
+                    let range = TimestampRange::decode(value).ok_or_else(malformed)?;
+                    state.column_deletes.push((range, entry.seq));
+                }
+                CellKind::Put => {
+                    if state.admits(timestamp, entry.seq) {
+                        cells.push(Cell {
+                            family: Cow::into_owned(family),
+                            qualifier: Cow::into_owned(qualifier),
+                            timestamp,
+                            value: value.to_vec(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
