@@ -8,7 +8,7 @@ use super::bloom;
 use super::format::{block_crc, BlockHandle, Compression, Footer, TableProperties};
 use crate::coding::put_varint;
 use crate::error::{io_error, Result};
-use crate::key::{key_row, InternalKey};
+use crate::key::InternalKey;
 use wal::fs::{FileSystem, WritableFile};
 
 /// How tables are written.
@@ -68,14 +68,12 @@ impl TableBuilder {
         if self.props.entries == 0 {
             self.props.smallest_key = key.to_vec();
         }
-        if let Some(row) = key_row(key) {
-            if self.props.entries == 0 || row.as_ref() != self.last_row.as_slice() {
-                self.row_hashes.push(bloom::hash64(&row));
-                self.last_row.clear();
-                self.last_row.extend_from_slice(&row);
-            }
-        }
         if let Some(k) = InternalKey::decode(key) {
+            if self.props.entries == 0 || k.row.as_ref() != self.last_row.as_slice() {
+                self.row_hashes.push(bloom::hash64(&k.row));
+                self.last_row.clear();
+                self.last_row.extend_from_slice(&k.row);
+            }
             self.props.max_seq = self.props.max_seq.max(k.seq);
         }
         self.props.entries += 1;
