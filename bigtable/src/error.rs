@@ -17,6 +17,13 @@ pub enum Error {
     Log(#[from] wal::Error),
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+    /// Writes cannot proceed: compaction stayed behind too long, or failed.
+    #[error("writes stalled: {0}")]
+    Stalled(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -5,6 +5,8 @@
 use std::time::Duration;
 
 use crate::key::Timestamp;
+use crate::row_reader::Cell;
+use crate::schema::TableSchema;
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum GcRule {
@@ -38,6 +40,28 @@ impl GcRule {
             }
         }
     }
+}
+
+/// Removes the cells a read must not return: cells of families the schema does not
+/// declare, and cells their family's rule collects. `cells` are in column order, newest
+/// first, as a row reader returns them.
+pub fn collect_garbage(cells: &mut Vec<Cell>, schema: &TableSchema, now: Timestamp) {
+    let mut version = 0;
+    let mut previous: Option<(Vec<u8>, Vec<u8>)> = None;
+    cells.retain(|c| {
+        let same_column = previous
+            .as_ref()
+            .is_some_and(|(f, q)| *f == c.family && *q == c.qualifier);
+        if same_column {
+            version += 1;
+        } else {
+            previous = Some((c.family.clone(), c.qualifier.clone()));
+            version = 0;
+        }
+        schema
+            .gc_rule(&c.family)
+            .is_some_and(|rule| rule.keeps(version, c.timestamp, now))
+    });
 }
 
 #[cfg(test)]

@@ -116,6 +116,16 @@ pub fn row_prefix(row: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A key greater than every entry of `row` and smaller than every entry of a later row:
+/// `esc(row)` ends in `00 01`, and in no escaped string does `02` follow a `00`.
+pub fn row_end(row: &[u8]) -> Vec<u8> {
+    let mut out = row_prefix(row);
+    if let Some(last) = out.last_mut() {
+        *last = 0x02;
+    }
+    out
+}
+
 /// The prefix shared by every entry of one column (seek target for the newest version).
 pub fn column_prefix(row: &[u8], family: &[u8], qualifier: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(row.len() + family.len() + qualifier.len() + 8);
@@ -320,6 +330,14 @@ mod tests {
             let row = key_row(&bytes);
             prop_assert_eq!(row.as_deref(), Some(k.row.as_ref()));
             prop_assert!(bytes.starts_with(&row_prefix(&k.row)));
+            prop_assert!(bytes < row_end(&k.row));
+        }
+
+        #[test]
+        fn row_end_is_below_every_later_row(a in bytes(), b in bytes(), t in target()) {
+            prop_assume!(a < b);
+            let later = InternalKey { row: Cow::Owned(b), target: t, seq: 0 }.encode();
+            prop_assert!(row_end(&a) < later);
         }
 
         #[test]

@@ -3,16 +3,33 @@
 //! and file-system boundary. Work in progress: see the project's open issues.
 
 pub mod cache;
+pub mod clock;
 pub mod coding;
+pub mod commit;
+pub mod compaction;
+pub mod engine;
 pub mod error;
+pub mod filter;
 pub mod gc_rule;
 pub mod key;
+pub mod manifest;
 pub mod memtable;
 pub mod merge;
 pub mod mutation;
 pub mod row_reader;
+pub mod schema;
 pub mod sstable;
+pub mod version;
 
 pub use wal::fs;
 
+pub use engine::{
+    Engine, EngineOptions, EngineStats, ReadModifyWrite, ReadRequest, RowMutations, RowRange,
+    RowSet, RowStream, TableSnapshot,
+};
 pub use error::{Error, Result};
+pub use filter::RowFilter;
+pub use gc_rule::GcRule;
+pub use mutation::{Mutation, TimestampRange};
+pub use row_reader::{Cell, Row};
+pub use schema::TableSchema;

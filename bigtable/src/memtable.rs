@@ -11,16 +11,40 @@ use crate::key::SeqNo;
 /// Bytes charged per entry on top of key and value: skiplist node, tower and vectors.
 const ENTRY_OVERHEAD: usize = 80;
 
-#[derive(Default)]
 pub struct Memtable {
     map: SkipMap<Vec<u8>, Vec<u8>>,
     bytes: AtomicUsize,
     max_seq: AtomicU64,
+    /// No commit-log record of an entry here has an LSN below this (`u64::MAX`: none yet).
+    min_lsn: AtomicU64,
+}
+
+impl Default for Memtable {
+    fn default() -> Self {
+        Memtable {
+            map: SkipMap::new(),
+            bytes: AtomicUsize::new(0),
+            max_seq: AtomicU64::new(0),
+            min_lsn: AtomicU64::new(u64::MAX),
+        }
+    }
 }
 
 impl Memtable {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Records that a write whose log record has an LSN `>= lsn` is coming.
+    pub fn note_lsn(&self, lsn: u64) {
+        self.min_lsn.fetch_min(lsn, Ordering::Relaxed);
+    }
+
+    /// The lowest LSN noted: the commit log must be kept from here until this memtable
+    /// is flushed. `None` when nothing was noted.
+    pub fn min_lsn(&self) -> Option<u64> {
+        let lsn = self.min_lsn.load(Ordering::Relaxed);
+        (lsn != u64::MAX).then_some(lsn)
     }
 
     /// Inserts an entry (an equal key is replaced). Safe from many threads at once.
@@ -87,6 +111,13 @@ impl MemtableIter<'_> {
         self.current = self.map.lower_bound(Bound::Included(target));
     }
 
+    /// The key of the last entry with key `< target`, if any.
+    pub fn last_key_before(&self, target: &[u8]) -> Option<Vec<u8>> {
+        self.map
+            .upper_bound(Bound::Excluded(target))
+            .map(|e| e.key().clone())
+    }
+
     pub fn advance(&mut self) {
         self.current = self.current.take().and_then(|e| e.next());
     }
@@ -119,6 +150,7 @@ mod tests {
             }
             prop_assert_eq!(got, model.clone().into_iter().collect::<Vec<_>>());
             for t in targets {
+                prop_assert_eq!(it.last_key_before(&t), model.range(..t.clone()).next_back().map(|(k, _)| k.clone()));
                 it.seek(&t);
                 prop_assert_eq!(it.valid().then(|| it.key().to_vec()), model.range(t..).next().map(|(k, _)| k.clone()));
             }

@@ -12,6 +12,9 @@ pub trait EntryCursor {
     fn seek_to_first(&mut self) -> Result<()>;
     fn seek(&mut self, target: &[u8]) -> Result<()>;
     fn advance(&mut self) -> Result<()>;
+    /// The key of the last entry with key `< target`, if any; the cursor's position
+    /// afterwards is unspecified (seek before reading again).
+    fn last_key_before(&mut self, target: &[u8]) -> Result<Option<Vec<u8>>>;
 }
 
 impl EntryCursor for MemtableIter<'_> {
@@ -36,6 +39,9 @@ impl EntryCursor for MemtableIter<'_> {
         MemtableIter::advance(self);
         Ok(())
     }
+    fn last_key_before(&mut self, target: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(MemtableIter::last_key_before(self, target))
+    }
 }
 
 impl EntryCursor for TableIter {
@@ -56,6 +62,9 @@ impl EntryCursor for TableIter {
     }
     fn advance(&mut self) -> Result<()> {
         TableIter::advance(self)
+    }
+    fn last_key_before(&mut self, target: &[u8]) -> Result<Option<Vec<u8>>> {
+        TableIter::last_key_before(self, target)
     }
 }
 
@@ -123,5 +132,18 @@ impl EntryCursor for MergingCursor<'_> {
         }
         self.pick_smallest();
         Ok(())
+    }
+
+    fn last_key_before(&mut self, target: &[u8]) -> Result<Option<Vec<u8>>> {
+        let mut best: Option<Vec<u8>> = None;
+        for s in &mut self.sources {
+            if let Some(key) = s.last_key_before(target)? {
+                if best.as_ref().is_none_or(|b| key > *b) {
+                    best = Some(key);
+                }
+            }
+        }
+        self.current = None;
+        Ok(best)
     }
 }

@@ -21,6 +21,8 @@ pub struct Cell {
     pub qualifier: Vec<u8>,
     pub timestamp: Timestamp,
     pub value: Vec<u8>,
+    /// Labels added by an `ApplyLabel` filter.
+    pub labels: Vec<String>,
 }
 
 /// A row's visible cells, by family, qualifier, then timestamp newest first.
@@ -30,18 +32,32 @@ pub struct Row {
     pub cells: Vec<Cell>,
 }
 
-/// What the reader knows while walking one row.
+/// What is known while walking one row's entries in key order: the deletions seen so
+/// far and the column being read. Both reads and compactions decide visibility here.
 #[derive(Default)]
-struct RowState {
+pub(crate) struct RowVisibility {
     row_tombstone: SeqNo,
     family: Vec<u8>,
     family_tombstone: SeqNo,
     column: Option<(Vec<u8>, Vec<u8>)>,
     column_deletes: Vec<(TimestampRange, SeqNo)>,
     last_timestamp: Option<Timestamp>,
+    /// Visible versions of the current column so far.
+    pub versions: usize,
 }
 
-impl RowState {
+/// What one entry turned out to be.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Seen {
+    /// A deletion marker (row, family or column).
+    Deletion,
+    /// A cell hidden by a deletion or by a newer write of the same timestamp.
+    Hidden,
+    /// A visible cell.
+    Visible,
+}
+
+impl RowVisibility {
     fn enter_family(&mut self, family: &[u8]) {
         if self.family != family {
             self.family = family.to_vec();
@@ -60,6 +76,7 @@ impl RowState {
             self.column = Some((family.to_vec(), qualifier.to_vec()));
             self.column_deletes.clear();
             self.last_timestamp = None;
+            self.versions = 0;
         }
     }
 
@@ -76,6 +93,41 @@ impl RowState {
                 .iter()
                 .any(|(range, s)| *s > seq && range.contains(ts))
     }
+
+    /// Takes the next entry of the row (in key order).
+    pub fn observe(&mut self, entry: &InternalKey<'_>, value: &[u8]) -> Result<Seen> {
+        Ok(match &entry.target {
+            Target::DeleteRow => {
+                self.row_tombstone = self.row_tombstone.max(entry.seq);
+                Seen::Deletion
+            }
+            Target::DeleteFamily { family } => {
+                self.enter_family(family);
+                self.family_tombstone = self.family_tombstone.max(entry.seq);
+                Seen::Deletion
+            }
+            Target::Column {
+                family,
+                qualifier,
+                timestamp,
+                kind,
+            } => {
+                self.enter_column(family, qualifier);
+                match kind {
+                    CellKind::DeleteCells => {
+                        let range = TimestampRange::decode(value).ok_or_else(malformed)?;
+                        self.column_deletes.push((range, entry.seq));
+                        Seen::Deletion
+                    }
+                    CellKind::Put if self.admits(*timestamp, entry.seq) => {
+                        self.versions += 1;
+                        Seen::Visible
+                    }
+                    CellKind::Put => Seen::Hidden,
+                }
+            }
+        })
+    }
 }
 
 /// Reads rows from `cursor` (positioned at the start of a row) until one has a visible
@@ -90,11 +142,13 @@ pub fn next_visible_row(cursor: &mut dyn EntryCursor, snapshot: SeqNo) -> Result
     Ok(None)
 }
 
-fn malformed() -> crate::Error {
+pub(crate) fn malformed() -> crate::Error {
     corruption("<merged entries>", "malformed internal key")
 }
 
-fn read_row(cursor: &mut dyn EntryCursor, snapshot: SeqNo) -> Result<Option<Row>> {
+/// Reads the row the cursor is at, leaving the cursor at the next row. `None` when the
+/// row has no visible cell.
+pub fn read_row(cursor: &mut dyn EntryCursor, snapshot: SeqNo) -> Result<Option<Row>> {
     let first = cursor.key();
     let prefix_len = row_prefix_len(first).ok_or_else(malformed)?;
     let prefix = first[..prefix_len].to_vec();
@@ -102,54 +156,28 @@ fn read_row(cursor: &mut dyn EntryCursor, snapshot: SeqNo) -> Result<Option<Row>
         .ok_or_else(malformed)?
         .row
         .into_owned();
-    let mut state = RowState::default();
+    let mut visibility = RowVisibility::default();
     let mut cells = Vec::new();
     while cursor.valid() && cursor.key().starts_with(&prefix) {
         let entry = InternalKey::decode(cursor.key()).ok_or_else(malformed)?;
-        if entry.seq <= snapshot {
-            apply_entry(&mut state, entry, cursor.value(), &mut cells)?;
+        if entry.seq <= snapshot && visibility.observe(&entry, cursor.value())? == Seen::Visible {
+            if let Target::Column {
+                family,
+                qualifier,
+                timestamp,
+                ..
+            } = entry.target
+            {
+                cells.push(Cell {
+                    family: Cow::into_owned(family),
+                    qualifier: Cow::into_owned(qualifier),
+                    timestamp,
+                    value: cursor.value().to_vec(),
+                    labels: Vec::new(),
+                });
+            }
         }
         cursor.advance()?;
     }
     Ok((!cells.is_empty()).then_some(Row { key, cells }))
-}
-
-fn apply_entry(
-    state: &mut RowState,
-    entry: InternalKey<'_>,
-    value: &[u8],
-    cells: &mut Vec<Cell>,
-) -> Result<()> {
-    match entry.target {
-        Target::DeleteRow => state.row_tombstone = state.row_tombstone.max(entry.seq),
-        Target::DeleteFamily { family } => {
-            state.enter_family(&family);
-            state.family_tombstone = state.family_tombstone.max(entry.seq);
-        }
-        Target::Column {
-            family,
-            qualifier,
-            timestamp,
-            kind,
-        } => {
-            state.enter_column(&family, &qualifier);
-            match kind {
-                CellKind::DeleteCells => {
-                    let range = TimestampRange::decode(value).ok_or_else(malformed)?;
-                    state.column_deletes.push((range, entry.seq));
-                }
-                CellKind::Put => {
-                    if state.admits(timestamp, entry.seq) {
-                        cells.push(Cell {
-                            family: Cow::into_owned(family),
-                            qualifier: Cow::into_owned(qualifier),
-                            timestamp,
-                            value: value.to_vec(),
-                        });
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
 }

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -12,11 +14,10 @@ use bigtable::merge::{EntryCursor, MergingCursor};
 use bigtable::mutation::{to_entries, Mutation, TimestampRange};
 use bigtable::row_reader::{next_visible_row, Row};
 use bigtable::sstable::{Table, TableBuilder, TableOptions};
+use common::{apply, Model};
 use proptest::prelude::*;
 use wal::fs::{FaultyFs, FileSystem};
 
-/// `(row, family, qualifier) -> timestamp -> value`.
-type Model = BTreeMap<(Vec<u8>, Vec<u8>, Vec<u8>), BTreeMap<i64, Vec<u8>>>;
 /// `(family, qualifier, timestamp, value)`.
 type CellTuple = (Vec<u8>, Vec<u8>, i64, Vec<u8>);
 type Rows = Vec<(Vec<u8>, Vec<CellTuple>)>;
@@ -37,39 +38,6 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         1 => family().prop_map(|family| Mutation::DeleteFromFamily { family }),
         1 => Just(Mutation::DeleteFromRow),
     ]
-}
-
-fn apply(model: &mut Model, row: &[u8], m: &Mutation) {
-    match m {
-        Mutation::SetCell {
-            family,
-            qualifier,
-            timestamp,
-            value,
-        } => {
-            let column = (row.to_vec(), family.clone(), qualifier.clone());
-            model
-                .entry(column)
-                .or_default()
-                .insert(timestamp.unwrap(), value.clone());
-        }
-        Mutation::DeleteFromColumn {
-            family,
-            qualifier,
-            range,
-        } => {
-            if let Some(versions) =
-                model.get_mut(&(row.to_vec(), family.clone(), qualifier.clone()))
-            {
-                versions.retain(|ts, _| !range.contains(*ts));
-            }
-        }
-        Mutation::DeleteFromFamily { family } => {
-            model.retain(|(r, f, _), _| !(r == row && f == family))
-        }
-        Mutation::DeleteFromRow => model.retain(|(r, _, _), _| r != row),
-    }
-    model.retain(|_, versions| !versions.is_empty());
 }
 
 /// The model's rows in the engine's output shape.
@@ -149,7 +117,7 @@ proptest! {
                 }
             }
             for m in mutations {
-                apply(&mut model, row, m);
+                apply(&mut model, row, m, 0);
             }
             seq += mutations.len() as u64;
             if i == snapshot_after {

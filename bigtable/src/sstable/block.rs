@@ -173,6 +173,27 @@ impl BlockIter {
 
     /// Positions at the first entry with key `>= target` (invalid if there is none).
     pub fn seek(&mut self, target: &[u8]) -> Result<(), BlockError> {
+        self.start_at_last_restart_before(target)?;
+        while self.valid && self.key.as_slice() < target {
+            self.advance()?;
+        }
+        Ok(())
+    }
+
+    /// The key of the last entry with key `< target`, if any (leaves the cursor anywhere).
+    pub fn last_key_before(&mut self, target: &[u8]) -> Result<Option<Vec<u8>>, BlockError> {
+        self.start_at_last_restart_before(target)?;
+        let mut last = None;
+        while self.valid && self.key.as_slice() < target {
+            last = Some(self.key.clone());
+            self.advance()?;
+        }
+        Ok(last)
+    }
+
+    /// Positions at the first entry of the last restart run whose first key is `< target`
+    /// (or of the first run when there is none).
+    fn start_at_last_restart_before(&mut self, target: &[u8]) -> Result<(), BlockError> {
         let (mut lo, mut hi) = (0, self.block.restart_count - 1);
         while lo < hi {
             let mid = (lo + hi).div_ceil(2);
@@ -185,11 +206,7 @@ impl BlockIter {
             }
         }
         self.start_at_restart(lo)?;
-        self.advance()?;
-        while self.valid && self.key.as_slice() < target {
-            self.advance()?;
-        }
-        Ok(())
+        self.advance()
     }
 
     /// Moves to the next entry (invalid at the end).
@@ -256,6 +273,8 @@ mod tests {
             }
             prop_assert_eq!(got, entries.clone().into_iter().collect::<Vec<_>>());
             for t in targets {
+                let before = it.last_key_before(&t).unwrap();
+                prop_assert_eq!(before, entries.range(..t.clone()).next_back().map(|(k, _)| k.clone()));
                 it.seek(&t).unwrap();
                 let expected = entries.range(t.clone()..).next();
                 prop_assert_eq!(it.valid().then(|| (it.key().to_vec(), it.value().to_vec())), expected.map(|(k, v)| (k.clone(), v.clone())));

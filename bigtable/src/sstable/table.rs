@@ -83,6 +83,22 @@ impl Table {
         bloom::may_contain(&self.filter, bloom::hash64(row))
     }
 
+    /// `(last key, end offset)` of every data block, in order: where the table's bytes
+    /// lie along its keys.
+    pub fn block_boundaries(&self) -> Result<Vec<(Vec<u8>, u64)>> {
+        let mut index = BlockIter::new(self.index.clone());
+        let bad = |e| self.corrupt(format!("index: {e}"));
+        index.seek_to_first().map_err(bad)?;
+        let mut out = Vec::new();
+        while index.valid() {
+            let handle = BlockHandle::decode(index.value())
+                .ok_or_else(|| self.corrupt("malformed block handle in index"))?;
+            out.push((index.key().to_vec(), handle.offset + handle.size));
+            index.advance().map_err(bad)?;
+        }
+        Ok(out)
+    }
+
     pub fn iter(self: &Arc<Self>) -> TableIter {
         TableIter {
             table: self.clone(),
@@ -218,6 +234,25 @@ impl TableIter {
             .map_err(|e| self.table.corrupt(format!("index: {e}")))?;
         self.load_data_block(|it| it.seek(target))?;
         self.skip_exhausted_blocks()
+    }
+
+    /// The key of the last entry with key `< target`, if any. Moves the cursor.
+    pub fn last_key_before(&mut self, target: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.seek(target)?;
+        let path = &self.table.path;
+        if let Some(data) = self.data.as_mut() {
+            if let Some(key) = data
+                .last_key_before(target)
+                .map_err(|e| corruption(path, e))?
+            {
+                return Ok(Some(key));
+            }
+        }
+        // Not in the block holding `target`: it is the last key of an earlier block,
+        // which is that block's index key.
+        self.index
+            .last_key_before(target)
+            .map_err(|e| self.table.corrupt(format!("index: {e}")))
     }
 
     pub fn advance(&mut self) -> Result<()> {

@@ -576,6 +576,21 @@ impl FileSystem for FaultyFs {
         Ok(())
     }
 
+    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut state = self.state.lock();
+        state.mutating_op()?;
+        if !state.dirs.contains(dir) {
+            return Err(not_found(dir));
+        }
+        let has_files = state.live.keys().any(|p| parent_dir(p) == dir);
+        let has_dirs = state.dirs.iter().any(|d| d.parent() == Some(dir));
+        if has_files || has_dirs {
+            return Err(io::Error::other(format!("{} is not empty", dir.display())));
+        }
+        state.dirs.remove(dir);
+        Ok(())
+    }
+
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut state = self.state.lock();
         state.mutating_op()?;

@@ -1,0 +1,415 @@
+//! The storage engine of one tablet server: named tables of multi-version cells, each an
+//! LSM tree (memtable, frozen memtables, leveled SSTables), sharing one commit log, one
+//! manifest and one block cache.
+//!
+//! Write: row lock -> sequence numbers -> commit-log record (group commit) -> memtable.
+//! Read: a snapshot (visible sequence number + the table's current version) merged over
+//! its memtables and SSTables. Flushes and compactions run in a background thread (or
+//! inline, see [`EngineOptions::background_maintenance`]).
+
+mod log_record;
+mod maintenance;
+mod options;
+mod read;
+mod write;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::cache::BlockCache;
+use crate::commit::{CommitTracker, RowLocks};
+use crate::error::{io_error, Error, Result};
+use crate::key::SeqNo;
+use crate::manifest::{Edit, Manifest, ManifestState, TreeId};
+use crate::memtable::Memtable;
+use crate::schema::TableSchema;
+use crate::version::TreeVersion;
+use wal::fs::SharedFs;
+use wal::{Wal, WalOptions};
+
+pub use options::EngineOptions;
+pub use read::{ReadRequest, RowRange, RowSet, RowStream, TableSnapshot};
+pub use write::{ReadModifyWrite, RowMutations};
+
+/// Longest row key accepted.
+pub const MAX_ROW_BYTES: usize = 64 << 10;
+
+pub struct Engine {
+    core: Arc<Core>,
+    worker: Option<JoinHandle<()>>,
+}
+
+pub(crate) struct Core {
+    fs: SharedFs,
+    sst_dir: PathBuf,
+    options: EngineOptions,
+    log: Wal,
+    cache: Arc<BlockCache>,
+    state: Mutex<State>,
+    /// Signalled when a flush or compaction finishes (stalled writers wait on it).
+    progress: Condvar,
+    commits: CommitTracker,
+    row_locks: RowLocks,
+    snapshots: Arc<SnapshotList>,
+    /// Held for the whole of a flush, compaction or schema change: one at a time.
+    maintenance: Mutex<Manifest>,
+    wakeup: Mutex<Wakeup>,
+    wakeup_signal: Condvar,
+    stats: Mutex<EngineStats>,
+}
+
+#[derive(Default)]
+struct Wakeup {
+    work: bool,
+    shutdown: bool,
+    failure: Option<String>,
+}
+
+struct State {
+    names: BTreeMap<String, TreeId>,
+    trees: BTreeMap<TreeId, Tree>,
+    next_id: u64,
+}
+
+struct Tree {
+    name: String,
+    schema: Arc<TableSchema>,
+    version: Arc<TreeVersion>,
+    flushed_seq: SeqNo,
+    /// Per level, the last row compacted out of it (compactions go round the level).
+    compact_pointers: Vec<Vec<u8>>,
+}
+
+/// Counters of the work the engine did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Bytes of keys and values users wrote (encoded entries).
+    pub user_bytes: u64,
+    pub flushes: u64,
+    pub flush_bytes: u64,
+    pub compactions: u64,
+    pub compaction_bytes: u64,
+    /// Entries compactions dropped as garbage.
+    pub dropped_entries: u64,
+    /// Writes delayed or stalled because compaction was behind.
+    pub throttled_writes: u64,
+}
+
+/// Levels of one table, for observability.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LevelSummary {
+    pub level: usize,
+    pub files: usize,
+    pub bytes: u64,
+}
+
+/// Sequence numbers of live snapshots; compactions keep what they may still read.
+#[derive(Default)]
+pub(crate) struct SnapshotList {
+    live: Mutex<BTreeMap<SeqNo, usize>>,
+}
+
+pub(crate) struct SnapshotGuard {
+    list: Arc<SnapshotList>,
+    seq: SeqNo,
+}
+
+impl SnapshotList {
+    fn register(self: &Arc<Self>, seq: SeqNo) -> SnapshotGuard {
+        *self.live.lock().entry(seq).or_default() += 1;
+        SnapshotGuard {
+            list: self.clone(),
+            seq,
+        }
+    }
+
+    fn oldest(&self) -> Option<SeqNo> {
+        self.live.lock().keys().next().copied()
+    }
+}
+
+impl Drop for SnapshotGuard {
+    fn drop(&mut self) {
+        let mut live = self.list.live.lock();
+        if let Some(n) = live.get_mut(&self.seq) {
+            *n -= 1;
+            if *n == 0 {
+                live.remove(&self.seq);
+            }
+        }
+    }
+}
+
+impl Engine {
+    /// Opens the engine in `dir`, creating it if empty: reads the manifest, opens the
+    /// SSTables it lists, deletes files it does not list, and replays the commit log.
+    pub fn open(fs: SharedFs, dir: impl AsRef<Path>, options: EngineOptions) -> Result<Engine> {
+        let dir = dir.as_ref();
+        let sst_dir = dir.join("sst");
+        fs.create_dir_all(&sst_dir)
+            .map_err(io_error(format!("creating {}", sst_dir.display())))?;
+        let (manifest, manifest_state) = Manifest::open(fs.clone(), dir)?;
+        let cache = BlockCache::new(options.block_cache_bytes);
+        let state = maintenance::open_trees(&fs, &sst_dir, &cache, &manifest_state)?;
+        maintenance::remove_unlisted_tables(&fs, &sst_dir, &state)?;
+        let log_options = WalOptions::default()
+            .with_sync(options.sync)
+            .with_segment_size(options.log_segment_bytes);
+        let mut recovery = Wal::recover(fs.clone(), dir.join("log"), log_options, 0)?;
+        let mut state = state;
+        let mut last_seq = manifest_state.last_seq;
+        while let Some((lsn, payload)) = recovery.next_record()? {
+            last_seq = last_seq.max(write::replay(&mut state, lsn, &payload, dir)?);
+        }
+        let (log, report) = recovery.finish()?;
+        tracing::info!(
+            records = report.records_replayed,
+            torn_tail = report.torn_tail.is_some(),
+            "engine opened"
+        );
+        let background = options.background_maintenance;
+        let core = Arc::new(Core {
+            fs,
+            sst_dir,
+            cache,
+            log,
+            state: Mutex::new(state),
+            progress: Condvar::new(),
+            commits: CommitTracker::new(last_seq),
+            row_locks: RowLocks::default(),
+            snapshots: Arc::default(),
+            maintenance: Mutex::new(manifest),
+            wakeup: Mutex::new(Wakeup::default()),
+            wakeup_signal: Condvar::new(),
+            stats: Mutex::new(EngineStats::default()),
+            options,
+        });
+        core.freeze_full_memtables();
+        let worker = if background {
+            let core = core.clone();
+            let handle = std::thread::Builder::new()
+                .name("bigtable-maintenance".into())
+                .spawn(move || core.maintenance_loop())
+                .map_err(io_error("starting the maintenance thread"))?;
+            Some(handle)
+        } else {
+            None
+        };
+        let engine = Engine { core, worker };
+        engine.core.request_maintenance()?;
+        Ok(engine)
+    }
+
+    /// Creates a table with the given column families.
+    pub fn create_table(&self, name: &str, schema: TableSchema) -> Result<()> {
+        if name.is_empty() {
+            return Err(Error::InvalidArgument("table name is empty".into()));
+        }
+        let mut manifest = self.core.maintenance.lock();
+        let mut state = self.core.state.lock();
+        if state.names.contains_key(name) {
+            return Err(Error::AlreadyExists(format!("table {name}")));
+        }
+        let tree = state.next_id;
+        state.next_id += 1;
+        manifest.append(&[
+            Edit::CreateTable {
+                tree,
+                name: name.to_string(),
+                schema: schema.clone(),
+            },
+            Edit::NextId(state.next_id),
+        ])?;
+        state.names.insert(name.to_string(), tree);
+        state.trees.insert(tree, Tree::new(name, schema));
+        Ok(())
+    }
+
+    /// Replaces a table's column families (adding, dropping, or changing GC rules).
+    /// Cells of a dropped family are hidden at once and removed by compactions.
+    pub fn set_schema(&self, name: &str, schema: TableSchema) -> Result<()> {
+        let mut manifest = self.core.maintenance.lock();
+        let tree = self.core.tree_id(name)?;
+        manifest.append(&[Edit::SetSchema {
+            tree,
+            schema: schema.clone(),
+        }])?;
+        if let Some(t) = self.core.state.lock().trees.get_mut(&tree) {
+            t.schema = Arc::new(schema);
+        }
+        Ok(())
+    }
+
+    /// Deletes a table and its files.
+    pub fn drop_table(&self, name: &str) -> Result<()> {
+        let mut manifest = self.core.maintenance.lock();
+        let tree = self.core.tree_id(name)?;
+        manifest.append(&[Edit::DropTable { tree }])?;
+        let removed = {
+            let mut state = self.core.state.lock();
+            state.names.remove(name);
+            state.trees.remove(&tree)
+        };
+        if let Some(t) = removed {
+            for file in t.version.levels.iter().flatten() {
+                self.core.delete_table_file(file.meta.id);
+            }
+        }
+        drop(manifest);
+        self.core.truncate_log()
+    }
+
+    pub fn schema(&self, name: &str) -> Result<TableSchema> {
+        let state = self.core.state.lock();
+        let tree = state
+            .names
+            .get(name)
+            .and_then(|id| state.trees.get(id))
+            .ok_or_else(|| Error::NotFound(format!("table {name}")))?;
+        Ok(TableSchema::clone(&tree.schema))
+    }
+
+    pub fn list_tables(&self) -> Vec<String> {
+        self.core.state.lock().names.keys().cloned().collect()
+    }
+
+    /// Flushes every memtable to SSTables (and waits for it).
+    pub fn flush(&self) -> Result<()> {
+        self.core.freeze_all();
+        self.core.run_maintenance_until_idle()
+    }
+
+    /// Flushes, then merges each table's files into one sorted run at its deepest level,
+    /// dropping everything no reader can see (a major compaction).
+    pub fn compact_all(&self) -> Result<()> {
+        self.flush()?;
+        let trees: Vec<TreeId> = self.core.state.lock().trees.keys().copied().collect();
+        for tree in trees {
+            self.core.major_compaction(tree)?;
+        }
+        Ok(())
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        *self.core.stats.lock()
+    }
+
+    /// Bytes appended to the commit log so far.
+    pub fn log_bytes(&self) -> u64 {
+        self.core.log.stats().bytes
+    }
+
+    /// Files and bytes per level of a table.
+    pub fn levels(&self, name: &str) -> Result<Vec<LevelSummary>> {
+        let (_, _, version) = self.core.current(name)?;
+        Ok(version
+            .levels
+            .iter()
+            .enumerate()
+            .map(|(level, files)| LevelSummary {
+                level,
+                files: files.len(),
+                bytes: files.iter().map(|f| f.meta.size).sum(),
+            })
+            .collect())
+    }
+
+    /// Waits for background flushes and compactions to finish what is pending.
+    pub fn wait_for_maintenance(&self) -> Result<()> {
+        self.core.run_maintenance_until_idle()
+    }
+
+    /// Stops the maintenance thread and syncs the commit log.
+    pub fn close(mut self) -> Result<()> {
+        self.stop_worker();
+        self.core.log.sync()?;
+        Ok(())
+    }
+
+    fn stop_worker(&mut self) {
+        if let Some(worker) = self.worker.take() {
+            self.core.wakeup.lock().shutdown = true;
+            self.core.wakeup_signal.notify_all();
+            let _ = worker.join();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop_worker();
+    }
+}
+
+impl Tree {
+    fn new(name: &str, schema: TableSchema) -> Tree {
+        Tree {
+            name: name.to_string(),
+            schema: Arc::new(schema),
+            version: Arc::new(TreeVersion::default()),
+            flushed_seq: 0,
+            compact_pointers: vec![Vec::new(); crate::manifest::MAX_LEVELS],
+        }
+    }
+}
+
+impl Core {
+    fn tree_id(&self, name: &str) -> Result<TreeId> {
+        self.state
+            .lock()
+            .names
+            .get(name)
+            .copied()
+            .ok_or_else(|| Error::NotFound(format!("table {name}")))
+    }
+
+    /// A table's id, schema and current version.
+    fn current(&self, name: &str) -> Result<(TreeId, Arc<TableSchema>, Arc<TreeVersion>)> {
+        let state = self.state.lock();
+        let (id, tree) = state
+            .names
+            .get(name)
+            .and_then(|id| state.trees.get(id).map(|t| (*id, t)))
+            .ok_or_else(|| Error::NotFound(format!("table {name}")))?;
+        Ok((id, tree.schema.clone(), tree.version.clone()))
+    }
+
+    /// The state as the manifest would describe it (for a new manifest generation).
+    fn manifest_state(&self) -> ManifestState {
+        let state = self.state.lock();
+        let mut out = ManifestState {
+            next_id: state.next_id,
+            last_seq: self.commits.last_allocated(),
+            ..ManifestState::default()
+        };
+        for (&id, tree) in &state.trees {
+            out.trees.insert(
+                id,
+                crate::manifest::TreeMeta {
+                    name: tree.name.clone(),
+                    schema: TableSchema::clone(&tree.schema),
+                    flushed_seq: tree.flushed_seq,
+                    levels: tree
+                        .version
+                        .levels
+                        .iter()
+                        .map(|files| files.iter().map(|f| f.meta.clone()).collect())
+                        .collect(),
+                },
+            );
+        }
+        out
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.wakeup.lock().failure.clone()
+    }
+
+    fn fresh_memtable() -> Arc<Memtable> {
+        Arc::new(Memtable::new())
+    }
+}

@@ -1,0 +1,444 @@
+//! The read path: snapshots, row sets, and the row stream (forward or reverse), with GC
+//! rules and filters applied to each row.
+
+use std::ops::Bound;
+use std::sync::Arc;
+
+use super::{Core, Engine, SnapshotGuard, MAX_ROW_BYTES};
+use crate::error::{corruption, Result};
+use crate::filter::{CompiledFilter, RowFilter};
+use crate::gc_rule::collect_garbage;
+use crate::key::{key_row, row_end, row_prefix, SeqNo, Timestamp};
+use crate::merge::{EntryCursor, MergingCursor};
+use crate::row_reader::{read_row, Row};
+use crate::schema::TableSchema;
+use crate::version::{RowScope, TreeVersion};
+
+/// Rows from `start` to `end`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowRange {
+    pub start: Bound<Vec<u8>>,
+    pub end: Bound<Vec<u8>>,
+}
+
+impl RowRange {
+    pub fn all() -> Self {
+        RowRange {
+            start: Bound::Unbounded,
+            end: Bound::Unbounded,
+        }
+    }
+
+    fn single(key: &[u8]) -> Self {
+        RowRange {
+            start: Bound::Included(key.to_vec()),
+            end: Bound::Included(key.to_vec()),
+        }
+    }
+
+    fn after_start(&self, row: &[u8]) -> bool {
+        match &self.start {
+            Bound::Included(s) => row >= s.as_slice(),
+            Bound::Excluded(s) => row > s.as_slice(),
+            Bound::Unbounded => true,
+        }
+    }
+
+    fn before_end(&self, row: &[u8]) -> bool {
+        match &self.end {
+            Bound::Included(e) => row <= e.as_slice(),
+            Bound::Excluded(e) => row < e.as_slice(),
+            Bound::Unbounded => true,
+        }
+    }
+
+    fn start_row(&self) -> &[u8] {
+        match &self.start {
+            Bound::Included(s) | Bound::Excluded(s) => s,
+            Bound::Unbounded => &[],
+        }
+    }
+
+    fn end_row(&self) -> Option<&[u8]> {
+        match &self.end {
+            Bound::Included(e) | Bound::Excluded(e) => Some(e),
+            Bound::Unbounded => None,
+        }
+    }
+
+    fn as_single_row(&self) -> Option<&[u8]> {
+        match (&self.start, &self.end) {
+            (Bound::Included(s), Bound::Included(e)) if s == e => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// Which rows to read: the union of some keys and ranges; both empty means every row.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RowSet {
+    pub keys: Vec<Vec<u8>>,
+    pub ranges: Vec<RowRange>,
+}
+
+impl RowSet {
+    pub fn all() -> Self {
+        RowSet::default()
+    }
+
+    pub fn keys<I: IntoIterator<Item = Vec<u8>>>(keys: I) -> Self {
+        RowSet {
+            keys: keys.into_iter().collect(),
+            ranges: Vec::new(),
+        }
+    }
+
+    pub fn range(range: RowRange) -> Self {
+        RowSet {
+            keys: Vec::new(),
+            ranges: vec![range],
+        }
+    }
+
+    fn spans(&self) -> Vec<RowRange> {
+        if self.keys.is_empty() && self.ranges.is_empty() {
+            return vec![RowRange::all()];
+        }
+        self.keys
+            .iter()
+            .map(|k| RowRange::single(k))
+            .chain(self.ranges.iter().cloned())
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ReadRequest {
+    pub rows: RowSet,
+    pub filter: Option<RowFilter>,
+    /// At most this many rows (after filtering).
+    pub limit: Option<u64>,
+    /// Rows in descending key order.
+    pub reverse: bool,
+}
+
+/// A consistent view of one table: later writes, flushes and compactions do not change
+/// what it reads.
+pub struct TableSnapshot {
+    seq: SeqNo,
+    schema: Arc<TableSchema>,
+    version: Arc<TreeVersion>,
+    now: Timestamp,
+    _registration: SnapshotGuard,
+}
+
+impl Engine {
+    /// A snapshot of `table` as of now.
+    pub fn snapshot(&self, table: &str) -> Result<TableSnapshot> {
+        self.core.snapshot(table)
+    }
+
+    /// One row, through `filter`.
+    pub fn read_row(
+        &self,
+        table: &str,
+        row: &[u8],
+        filter: Option<&RowFilter>,
+    ) -> Result<Option<Row>> {
+        let filter = filter.map(RowFilter::compile).transpose()?;
+        self.snapshot(table)?.read_row(row, filter.as_ref())
+    }
+
+    /// Reads rows into a vector (a convenience over [`TableSnapshot::read_rows`]).
+    pub fn read_rows(&self, table: &str, request: &ReadRequest) -> Result<Vec<Row>> {
+        let snapshot = self.snapshot(table)?;
+        let rows = snapshot.read_rows(request)?;
+        rows.collect()
+    }
+
+    /// Keys splitting the table into pieces of about `sample_bytes` of SSTable data,
+    /// each with the bytes before it; the last sample has an empty key and the total.
+    pub fn sample_row_keys(&self, table: &str) -> Result<Vec<(Vec<u8>, u64)>> {
+        let (_, _, version) = self.core.current(table)?;
+        let mut blocks = Vec::new();
+        for file in version.levels.iter().flatten() {
+            let mut previous_end = 0;
+            for (key, end) in file.table.block_boundaries()? {
+                let row = key_row(&key)
+                    .ok_or_else(|| corruption(file.table.path(), "malformed index key"))?
+                    .into_owned();
+                blocks.push((row, end - previous_end));
+                previous_end = end;
+            }
+        }
+        blocks.sort();
+        let mut samples: Vec<(Vec<u8>, u64)> = Vec::new();
+        let (mut total, mut since_sample) = (0, 0);
+        for (row, bytes) in blocks {
+            total += bytes;
+            since_sample += bytes;
+            if since_sample >= self.core.options.sample_bytes
+                && samples.last().is_none_or(|(last, _)| *last != row)
+            {
+                samples.push((row, total));
+                since_sample = 0;
+            }
+        }
+        samples.push((Vec::new(), total));
+        Ok(samples)
+    }
+}
+
+impl Core {
+    fn snapshot(&self, table: &str) -> Result<TableSnapshot> {
+        let state = self.state.lock();
+        let id = state
+            .names
+            .get(table)
+            .ok_or_else(|| crate::Error::NotFound(format!("table {table}")))?;
+        let tree = state
+            .trees
+            .get(id)
+            .ok_or_else(|| crate::Error::NotFound(format!("table {table}")))?;
+        let seq = self.commits.visible();
+        Ok(TableSnapshot {
+            seq,
+            schema: tree.schema.clone(),
+            version: tree.version.clone(),
+            now: self.options.clock.now_micros(),
+            _registration: self.snapshots.register(seq),
+        })
+    }
+}
+
+impl TableSnapshot {
+    /// The sequence number the snapshot reads at.
+    pub fn seq(&self) -> SeqNo {
+        self.seq
+    }
+
+    /// One row, through `filter`.
+    pub fn read_row(&self, row: &[u8], filter: Option<&CompiledFilter>) -> Result<Option<Row>> {
+        let prefix = row_prefix(row);
+        let mut cursor = MergingCursor::new(self.version.cursors(RowScope::Row(row)));
+        cursor.seek(&prefix)?;
+        if !cursor.valid() || !cursor.key().starts_with(&prefix) {
+            return Ok(None);
+        }
+        let found = read_row(&mut cursor, self.seq)?;
+        Ok(found.and_then(|r| self.finish_row(r, filter)))
+    }
+
+    /// Streams the rows of `request` in key order (or reverse key order).
+    pub fn read_rows(&self, request: &ReadRequest) -> Result<RowStream<'_>> {
+        let filter = request
+            .filter
+            .as_ref()
+            .map(RowFilter::compile)
+            .transpose()?
+            .filter(|f| !f.is_pass_all());
+        let mut spans = request.rows.spans();
+        if request.reverse {
+            spans.sort_by(|a, b| end_order(&b.end, &a.end));
+        } else {
+            spans.sort_by(|a, b| start_order(&a.start, &b.start));
+        }
+        spans.reverse(); // popped from the back
+        Ok(RowStream {
+            snapshot: self,
+            filter,
+            spans,
+            scan: None,
+            remaining: request.limit.unwrap_or(u64::MAX),
+            reverse: request.reverse,
+            last_row: None,
+            failed: false,
+        })
+    }
+
+    /// Applies GC rules and the filter; `None` if nothing is left.
+    fn finish_row(&self, mut row: Row, filter: Option<&CompiledFilter>) -> Option<Row> {
+        collect_garbage(&mut row.cells, &self.schema, self.now);
+        if let Some(filter) = filter {
+            row.cells = filter.apply(&row.key, std::mem::take(&mut row.cells));
+        }
+        (!row.cells.is_empty()).then_some(row)
+    }
+}
+
+fn start_order(a: &Bound<Vec<u8>>, b: &Bound<Vec<u8>>) -> std::cmp::Ordering {
+    let rank = |x: &Bound<Vec<u8>>| match x {
+        Bound::Unbounded => (0, Vec::new(), 0),
+        Bound::Included(k) => (1, k.clone(), 0),
+        Bound::Excluded(k) => (1, k.clone(), 1),
+    };
+    rank(a).cmp(&rank(b))
+}
+
+fn end_order(a: &Bound<Vec<u8>>, b: &Bound<Vec<u8>>) -> std::cmp::Ordering {
+    let rank = |x: &Bound<Vec<u8>>| match x {
+        Bound::Unbounded => (1, Vec::new(), 0),
+        Bound::Included(k) => (0, k.clone(), 1),
+        Bound::Excluded(k) => (0, k.clone(), 0),
+    };
+    rank(a).cmp(&rank(b))
+}
+
+/// A key above every key of every row (rows are at most [`MAX_ROW_BYTES`] long).
+fn key_above_all_rows() -> Vec<u8> {
+    vec![0xFF; MAX_ROW_BYTES + 1]
+}
+
+/// The rows of a read, one at a time. Borrows its snapshot.
+pub struct RowStream<'s> {
+    snapshot: &'s TableSnapshot,
+    filter: Option<CompiledFilter>,
+    /// Spans still to read, the next one last.
+    spans: Vec<RowRange>,
+    scan: Option<Scan<'s>>,
+    remaining: u64,
+    reverse: bool,
+    /// The last row returned: overlapping spans never return a row twice.
+    last_row: Option<Vec<u8>>,
+    failed: bool,
+}
+
+struct Scan<'s> {
+    span: RowRange,
+    cursor: MergingCursor<'s>,
+    /// Reverse scans: the next row is the last one below this key.
+    upper: Vec<u8>,
+}
+
+impl<'s> RowStream<'s> {
+    fn start_scan(&mut self, span: RowRange) -> Result<Scan<'s>> {
+        let scope = RowScope::Span(span.start_row(), span.end_row());
+        let mut cursor = MergingCursor::new(self.snapshot.version.cursors(scope));
+        let mut upper = Vec::new();
+        if self.reverse {
+            upper = match &span.end {
+                Bound::Unbounded => key_above_all_rows(),
+                Bound::Included(e) => row_end(e),
+                Bound::Excluded(e) => row_prefix(e),
+            };
+            if let Some(last) = &self.last_row {
+                upper = upper.min(row_prefix(last));
+            }
+        } else {
+            let mut start = row_prefix(span.start_row());
+            if let Some(last) = &self.last_row {
+                start = start.max(row_end(last));
+            }
+            cursor.seek(&start)?;
+        }
+        Ok(Scan {
+            span,
+            cursor,
+            upper,
+        })
+    }
+
+    /// The next row of the current span with visible cells, before GC and filtering;
+    /// `None` when the span is exhausted.
+    fn next_in_span(&mut self) -> Result<Option<Row>> {
+        let reverse = self.reverse;
+        let seq = self.snapshot.seq;
+        let Some(scan) = self.scan.as_mut() else {
+            return Ok(None);
+        };
+        loop {
+            if reverse {
+                let Some(key) = scan.cursor.last_key_before(&scan.upper)? else {
+                    return Ok(None);
+                };
+                let row = key_row(&key)
+                    .ok_or_else(crate::row_reader::malformed)?
+                    .into_owned();
+                if !scan.span.after_start(&row) {
+                    return Ok(None);
+                }
+                scan.upper = row_prefix(&row);
+                scan.cursor.seek(&scan.upper)?;
+                if !scan.span.before_end(&row) {
+                    continue;
+                }
+                if let Some(found) = read_row(&mut scan.cursor, seq)? {
+                    return Ok(Some(found));
+                }
+            } else {
+                if !scan.cursor.valid() {
+                    return Ok(None);
+                }
+                let row = key_row(scan.cursor.key())
+                    .ok_or_else(crate::row_reader::malformed)?
+                    .into_owned();
+                if !scan.span.before_end(&row) {
+                    return Ok(None);
+                }
+                if !scan.span.after_start(&row) {
+                    scan.cursor.seek(&row_end(&row))?;
+                    continue;
+                }
+                if let Some(found) = read_row(&mut scan.cursor, seq)? {
+                    return Ok(Some(found));
+                }
+            }
+        }
+    }
+
+    fn next_row(&mut self) -> Result<Option<Row>> {
+        while self.remaining > 0 {
+            if self.scan.is_none() {
+                let Some(span) = self.spans.pop() else {
+                    return Ok(None);
+                };
+                if let Some(row) = span.as_single_row() {
+                    let row = row.to_vec();
+                    let already_passed = self.last_row.as_ref().is_some_and(|last| {
+                        if self.reverse {
+                            *last <= row
+                        } else {
+                            *last >= row
+                        }
+                    });
+                    if already_passed {
+                        continue;
+                    }
+                    self.last_row = Some(row.clone());
+                    if let Some(found) = self.snapshot.read_row(&row, self.filter.as_ref())? {
+                        self.remaining -= 1;
+                        return Ok(Some(found));
+                    }
+                    continue;
+                }
+                self.scan = Some(self.start_scan(span)?);
+            }
+            match self.next_in_span()? {
+                None => self.scan = None,
+                Some(row) => {
+                    self.last_row = Some(row.key.clone());
+                    if let Some(row) = self.snapshot.finish_row(row, self.filter.as_ref()) {
+                        self.remaining -= 1;
+                        return Ok(Some(row));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl Iterator for RowStream<'_> {
+    type Item = Result<Row>;
+
+    fn next(&mut self) -> Option<Result<Row>> {
+        if self.failed {
+            return None;
+        }
+        let next = self.next_row();
+        if next.is_err() {
+            self.failed = true;
+        }
+        next.transpose()
+    }
+}

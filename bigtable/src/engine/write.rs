@@ -1,0 +1,396 @@
+//! The write path: validation, row locks, the commit (sequence numbers, commit-log
+//! record, memtable), write throttling, and the read-then-write row operations.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{log_record, Core, Engine, State, MAX_ROW_BYTES};
+use crate::commit::CommitTracker;
+use crate::error::{corruption, Error, Result};
+use crate::filter::RowFilter;
+use crate::gc_rule::collect_garbage;
+use crate::key::{row_prefix, SeqNo, Timestamp};
+use crate::manifest::TreeId;
+use crate::memtable::Memtable;
+use crate::merge::{EntryCursor, MergingCursor};
+use crate::mutation::{to_entries, Mutation, COLUMN_DELETE_TIMESTAMP};
+use crate::row_reader::{read_row, Cell, Row};
+use crate::schema::TableSchema;
+use crate::version::RowScope;
+
+/// The mutations of one row in a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowMutations {
+    pub row: Vec<u8>,
+    pub mutations: Vec<Mutation>,
+}
+
+/// One step of a read-modify-write: applied to the column's newest cell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadModifyWrite {
+    /// Appends bytes to the value (an absent cell counts as empty).
+    Append {
+        family: Vec<u8>,
+        qualifier: Vec<u8>,
+        value: Vec<u8>,
+    },
+    /// Adds to a 64-bit big-endian signed integer (an absent cell counts as 0).
+    Increment {
+        family: Vec<u8>,
+        qualifier: Vec<u8>,
+        delta: i64,
+    },
+}
+
+impl Engine {
+    /// Applies `mutations` to `row` atomically.
+    pub fn mutate_row(&self, table: &str, row: &[u8], mutations: &[Mutation]) -> Result<()> {
+        let (tree, schema, _) = self.core.current(table)?;
+        validate(&schema, row, mutations)?;
+        let _locks = self.core.row_locks.lock(tree, &[row]);
+        self.core.commit(tree, &[(row, mutations)])
+    }
+
+    /// Applies each entry atomically (the batch as a whole is not atomic). The outer
+    /// error fails every valid entry; the inner results report invalid entries.
+    pub fn mutate_rows(&self, table: &str, batch: &[RowMutations]) -> Result<Vec<Result<()>>> {
+        let (tree, schema, _) = self.core.current(table)?;
+        let results: Vec<Result<()>> = batch
+            .iter()
+            .map(|e| validate(&schema, &e.row, &e.mutations))
+            .collect();
+        let valid: Vec<(&[u8], &[Mutation])> = batch
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(e, _)| (e.row.as_slice(), e.mutations.as_slice()))
+            .collect();
+        if !valid.is_empty() {
+            let rows: Vec<&[u8]> = valid.iter().map(|(r, _)| *r).collect();
+            let _locks = self.core.row_locks.lock(tree, &rows);
+            self.core.commit(tree, &valid)?;
+        }
+        Ok(results)
+    }
+
+    /// Atomically: reads `row`; if `predicate` outputs any cell of it (or, with no
+    /// predicate, if the row has any cell), applies `if_true`, else `if_false`. Returns
+    /// whether the predicate matched.
+    pub fn check_and_mutate_row(
+        &self,
+        table: &str,
+        row: &[u8],
+        predicate: Option<&RowFilter>,
+        if_true: &[Mutation],
+        if_false: &[Mutation],
+    ) -> Result<bool> {
+        let (tree, schema, _) = self.core.current(table)?;
+        let predicate = predicate.map(RowFilter::compile).transpose()?;
+        for mutations in [if_true, if_false] {
+            if !mutations.is_empty() {
+                validate(&schema, row, mutations)?;
+            }
+        }
+        check_row_key(row)?;
+        let _locks = self.core.row_locks.lock(tree, &[row]);
+        let cells = self.core.latest_cells(tree, row)?;
+        let matched = match &predicate {
+            Some(filter) => !filter.apply(row, cells).is_empty(),
+            None => !cells.is_empty(),
+        };
+        let chosen = if matched { if_true } else { if_false };
+        if !chosen.is_empty() {
+            self.core.commit(tree, &[(row, chosen)])?;
+        }
+        Ok(matched)
+    }
+
+    /// Atomically applies `rules` in order to the newest cells of their columns and
+    /// writes the results; returns the new cells.
+    pub fn read_modify_write_row(
+        &self,
+        table: &str,
+        row: &[u8],
+        rules: &[ReadModifyWrite],
+    ) -> Result<Row> {
+        let (tree, schema, _) = self.core.current(table)?;
+        if rules.is_empty() {
+            return Err(Error::InvalidArgument("no read-modify-write rules".into()));
+        }
+        check_row_key(row)?;
+        let _locks = self.core.row_locks.lock(tree, &[row]);
+        let mut newest: Columns = BTreeMap::new();
+        for cell in self.core.latest_cells(tree, row)? {
+            newest
+                .entry((cell.family, cell.qualifier))
+                .or_insert((cell.timestamp, cell.value));
+        }
+        let now = self.core.options.clock.now_micros();
+        let mut written: Columns = BTreeMap::new();
+        for rule in rules {
+            let (family, qualifier) = match rule {
+                ReadModifyWrite::Append {
+                    family, qualifier, ..
+                }
+                | ReadModifyWrite::Increment {
+                    family, qualifier, ..
+                } => (family, qualifier),
+            };
+            check_family(&schema, family)?;
+            let column = (family.clone(), qualifier.clone());
+            let (old_ts, old) = written
+                .get(&column)
+                .or_else(|| newest.get(&column))
+                .cloned()
+                .unwrap_or((now, Vec::new()));
+            let value = apply_rule(rule, old)?;
+            written.insert(column, (now.max(old_ts), value));
+        }
+        let mutations: Vec<Mutation> = written
+            .iter()
+            .map(|((family, qualifier), (ts, value))| Mutation::SetCell {
+                family: family.clone(),
+                qualifier: qualifier.clone(),
+                timestamp: Some(*ts),
+                value: value.clone(),
+            })
+            .collect();
+        self.core.commit(tree, &[(row, &mutations)])?;
+        let cells = written
+            .into_iter()
+            .map(|((family, qualifier), (timestamp, value))| Cell {
+                family,
+                qualifier,
+                timestamp,
+                value,
+                labels: Vec::new(),
+            })
+            .collect();
+        Ok(Row {
+            key: row.to_vec(),
+            cells,
+        })
+    }
+}
+
+/// `(family, qualifier) -> (timestamp, value)` of one cell per column.
+type Columns = BTreeMap<(Vec<u8>, Vec<u8>), (Timestamp, Vec<u8>)>;
+
+fn apply_rule(rule: &ReadModifyWrite, mut old: Vec<u8>) -> Result<Vec<u8>> {
+    match rule {
+        ReadModifyWrite::Append { value, .. } => {
+            old.extend_from_slice(value);
+            Ok(old)
+        }
+        ReadModifyWrite::Increment { delta, .. } => {
+            let current = match old.len() {
+                0 => 0,
+                8 => i64::from_be_bytes(old.as_slice().try_into().unwrap_or_default()),
+                n => {
+                    return Err(Error::InvalidArgument(format!(
+                        "cannot increment a {n}-byte value (expected 8 bytes, big-endian)"
+                    )))
+                }
+            };
+            Ok(current.wrapping_add(*delta).to_be_bytes().to_vec())
+        }
+    }
+}
+
+fn check_row_key(row: &[u8]) -> Result<()> {
+    if row.is_empty() {
+        return Err(Error::InvalidArgument("row key is empty".into()));
+    }
+    if row.len() > MAX_ROW_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "row key of {} bytes is longer than {MAX_ROW_BYTES}",
+            row.len()
+        )));
+    }
+    Ok(())
+}
+
+fn check_family(schema: &TableSchema, family: &[u8]) -> Result<()> {
+    if schema.gc_rule(family).is_none() {
+        return Err(Error::NotFound(format!(
+            "column family {:?}",
+            String::from_utf8_lossy(family)
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a row's mutations against the table's schema and limits.
+fn validate(schema: &TableSchema, row: &[u8], mutations: &[Mutation]) -> Result<()> {
+    check_row_key(row)?;
+    if mutations.is_empty() {
+        return Err(Error::InvalidArgument("no mutations".into()));
+    }
+    for m in mutations {
+        match m {
+            Mutation::SetCell {
+                family, timestamp, ..
+            } => {
+                check_family(schema, family)?;
+                if *timestamp == Some(COLUMN_DELETE_TIMESTAMP) {
+                    return Err(Error::InvalidArgument(format!(
+                        "timestamp {COLUMN_DELETE_TIMESTAMP} is reserved"
+                    )));
+                }
+            }
+            Mutation::DeleteFromColumn { family, range, .. } => {
+                check_family(schema, family)?;
+                if range.end.is_some_and(|end| end < range.start) {
+                    return Err(Error::InvalidArgument(format!(
+                        "timestamp range {range:?} ends before it starts"
+                    )));
+                }
+            }
+            Mutation::DeleteFromFamily { family } => check_family(schema, family)?,
+            Mutation::DeleteFromRow => {}
+        }
+    }
+    Ok(())
+}
+
+/// Marks a commit's sequence numbers finished however the commit ends.
+struct Finish<'a>(&'a CommitTracker, SeqNo);
+
+impl Drop for Finish<'_> {
+    fn drop(&mut self) {
+        self.0.finish(self.1);
+    }
+}
+
+impl Core {
+    /// Commits validated mutations of rows whose locks the caller holds: one log record,
+    /// then the memtable. Returns once the record is durable under the sync policy.
+    pub(super) fn commit(&self, tree: TreeId, rows: &[(&[u8], &[Mutation])]) -> Result<()> {
+        self.throttle(tree)?;
+        let count: u64 = rows.iter().map(|(_, m)| m.len() as u64).sum();
+        let (mem, first) = {
+            let state = self.state.lock();
+            let t = state
+                .trees
+                .get(&tree)
+                .ok_or_else(|| Error::NotFound("table was dropped".into()))?;
+            let mem = t.version.mem.clone();
+            let first = self.commits.begin(count);
+            if mem.min_lsn().is_none() {
+                mem.note_lsn(self.log.next_lsn());
+            }
+            (mem, first)
+        };
+        let finish = Finish(&self.commits, first);
+        let now = self.options.clock.now_micros();
+        let mut entries = Vec::with_capacity(count as usize);
+        let mut seq = first;
+        for (row, mutations) in rows {
+            entries.extend(to_entries(row, mutations, seq, now));
+            seq += mutations.len() as SeqNo;
+        }
+        let record = log_record::encode(tree, first, &entries);
+        self.log.append(&record)?;
+        let user_bytes: usize = entries.iter().map(|(k, v)| k.len() + v.len()).sum();
+        for (i, (key, value)) in entries.into_iter().enumerate() {
+            mem.insert(key, value, first + i as SeqNo);
+        }
+        drop(finish);
+        self.stats.lock().user_bytes += user_bytes as u64;
+        self.after_write(tree, &mem)
+    }
+
+    fn after_write(&self, tree: TreeId, mem: &Arc<Memtable>) -> Result<()> {
+        if mem.approximate_bytes() >= self.options.memtable_bytes {
+            self.freeze(tree, mem);
+            self.request_maintenance()?;
+        }
+        Ok(())
+    }
+
+    /// Delays or stalls a writer while the table's flushes or compactions are behind.
+    fn throttle(&self, tree: TreeId) -> Result<()> {
+        let deadline = Instant::now() + self.options.max_write_stall;
+        let mut delayed = false;
+        loop {
+            if let Some(failure) = self.failure() {
+                return Err(Error::Stalled(format!("maintenance failed: {failure}")));
+            }
+            let mut state = self.state.lock();
+            let Some(t) = state.trees.get(&tree) else {
+                return Ok(());
+            };
+            let frozen = t.version.frozen.len();
+            let l0 = t.version.levels[0].len();
+            if frozen >= self.options.max_frozen_memtables || l0 >= self.options.l0_stop_trigger {
+                self.stats.lock().throttled_writes += 1;
+                if !self.options.background_maintenance {
+                    drop(state);
+                    self.run_maintenance_until_idle()?;
+                    continue;
+                }
+                if self.progress.wait_until(&mut state, deadline).timed_out() {
+                    return Err(Error::Stalled(format!(
+                        "compaction has been behind for {:?} ({frozen} memtables and {l0} level-0 tables waiting)",
+                        self.options.max_write_stall
+                    )));
+                }
+                continue;
+            }
+            if l0 >= self.options.l0_slowdown_trigger && !delayed {
+                drop(state);
+                self.stats.lock().throttled_writes += 1;
+                delayed = true;
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
+            return Ok(());
+        }
+    }
+
+    /// The row's cells as a read now would return them, GC applied. The caller holds
+    /// the row's lock, so every write to the row has finished and the newest entries
+    /// can be read without waiting for the visible sequence number.
+    pub(super) fn latest_cells(&self, tree: TreeId, row: &[u8]) -> Result<Vec<Cell>> {
+        let (schema, version) = {
+            let state = self.state.lock();
+            let t = state
+                .trees
+                .get(&tree)
+                .ok_or_else(|| Error::NotFound("table was dropped".into()))?;
+            (t.schema.clone(), t.version.clone())
+        };
+        let prefix = row_prefix(row);
+        let mut cursor = MergingCursor::new(version.cursors(RowScope::Row(row)));
+        cursor.seek(&prefix)?;
+        if !cursor.valid() || !cursor.key().starts_with(&prefix) {
+            return Ok(Vec::new());
+        }
+        let mut cells = read_row(&mut cursor, SeqNo::MAX)?.map_or_else(Vec::new, |r| r.cells);
+        collect_garbage(&mut cells, &schema, self.options.clock.now_micros());
+        Ok(cells)
+    }
+}
+
+/// Applies one commit-log record during recovery; returns its last sequence number.
+pub(super) fn replay(state: &mut State, lsn: u64, payload: &[u8], dir: &Path) -> Result<SeqNo> {
+    let record = log_record::decode(payload).ok_or_else(|| {
+        corruption(
+            dir.join("log"),
+            format!("commit-log record {lsn} is malformed"),
+        )
+    })?;
+    let last = record.last_seq();
+    if let Some(tree) = state.trees.get(&record.tree) {
+        if last > tree.flushed_seq {
+            let mem = &tree.version.mem;
+            mem.note_lsn(lsn);
+            for (i, (key, value)) in record.entries.iter().enumerate() {
+                mem.insert(key.to_vec(), value.to_vec(), record.first_seq + i as SeqNo);
+            }
+        }
+    }
+    Ok(last)
+}
