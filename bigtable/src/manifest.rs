@@ -18,8 +18,6 @@ use wal::{SyncPolicy, Wal, WalOptions};
 /// Identifies one table's LSM tree (and, later, one tablet).
 pub type TreeId = u64;
 
-/// Start a new manifest generation after this many edit records.
-const RECORDS_PER_GENERATION: u64 = 4096;
 const CURRENT: &str = "CURRENT";
 
 /// An SSTable as the manifest knows it.
@@ -304,6 +302,8 @@ pub struct Manifest {
     generation: u64,
     log: Wal,
     records: u64,
+    /// Start a new generation after this many records.
+    records_per_generation: u64,
 }
 
 fn log_options() -> WalOptions {
@@ -315,14 +315,20 @@ fn log_options() -> WalOptions {
 impl Manifest {
     /// Opens the manifest in `dir` (creating an empty one if there is none) and returns
     /// the state it describes.
-    pub fn open(fs: SharedFs, dir: &Path) -> Result<(Manifest, ManifestState)> {
+    /// A new generation starts after `records_per_generation` records.
+    pub fn open(
+        fs: SharedFs,
+        dir: &Path,
+        records_per_generation: u64,
+    ) -> Result<(Manifest, ManifestState)> {
         let current = dir.join(CURRENT);
         if !fs.exists(&current) {
             let state = ManifestState {
                 next_id: 1,
                 ..ManifestState::default()
             };
-            let manifest = Manifest::start_generation(fs, dir, 1, &state)?;
+            let mut manifest = Manifest::start_generation(fs, dir, 1, &state)?;
+            manifest.records_per_generation = records_per_generation;
             return Ok((manifest, state));
         }
         let generation = read_current(&fs, &current)?;
@@ -349,6 +355,7 @@ impl Manifest {
             generation,
             log,
             records,
+            records_per_generation,
         };
         Ok((manifest, state))
     }
@@ -362,14 +369,16 @@ impl Manifest {
 
     /// Whether the log is long enough that [`Manifest::rotate`] should be called.
     pub fn wants_rotation(&self) -> bool {
-        self.records >= RECORDS_PER_GENERATION
+        self.records >= self.records_per_generation
     }
 
     /// Starts a new generation holding `state` and switches `CURRENT` to it.
     pub fn rotate(&mut self, state: &ManifestState) -> Result<()> {
         let next =
             Manifest::start_generation(self.fs.clone(), &self.dir, self.generation + 1, state)?;
+        let records_per_generation = self.records_per_generation;
         let old = std::mem::replace(self, next);
+        self.records_per_generation = records_per_generation;
         let old_generation = old.generation;
         drop(old.log);
         remove_generation(&self.fs, &self.dir, old_generation)
@@ -394,6 +403,7 @@ impl Manifest {
             generation,
             log,
             records: 1,
+            records_per_generation: u64::MAX,
         })
     }
 }
@@ -474,7 +484,7 @@ mod tests {
     fn state_survives_reopen_rotation_and_crash() {
         let fs = FaultyFs::new();
         let dir = Path::new("/db");
-        let (mut m, mut state) = Manifest::open(fs.shared(), dir).unwrap();
+        let (mut m, mut state) = Manifest::open(fs.shared(), dir, 100).unwrap();
         let mut apply = |m: &mut Manifest, edits: Vec<Edit>| {
             m.append(&edits).unwrap();
             for e in &edits {
@@ -505,11 +515,11 @@ mod tests {
             ],
         );
         fs.crash(CrashMode::DropUnsynced);
-        let (mut m, got) = Manifest::open(fs.shared(), dir).unwrap();
+        let (mut m, got) = Manifest::open(fs.shared(), dir, 100).unwrap();
         assert_eq!(got, expected);
         m.rotate(&got).unwrap();
         fs.crash(CrashMode::DropUnsynced);
-        let (_, got) = Manifest::open(fs.shared(), dir).unwrap();
+        let (_, got) = Manifest::open(fs.shared(), dir, 100).unwrap();
         assert_eq!(got, expected);
         assert_eq!(
             fs.list(dir).unwrap(),
@@ -521,9 +531,9 @@ mod tests {
     fn damaged_current_is_a_corruption_error() {
         let fs = FaultyFs::new();
         let dir = Path::new("/db");
-        drop(Manifest::open(fs.shared(), dir).unwrap());
+        drop(Manifest::open(fs.shared(), dir, 100).unwrap());
         fs.flip_bit(&dir.join(CURRENT), 0, 3).unwrap();
-        let err = Manifest::open(fs.shared(), dir).err().unwrap();
+        let err = Manifest::open(fs.shared(), dir, 100).err().unwrap();
         assert!(err.to_string().contains("CURRENT"), "{err}");
     }
 

@@ -5,19 +5,17 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bigtable::clock::{Clock, ManualClock};
+use bigtable::model::{apply, Model};
 use bigtable::{
     Cell, Engine, EngineOptions, GcRule, Mutation, ReadModifyWrite, ReadRequest, Row, RowFilter,
     RowMutations, RowRange, RowSet, TableSchema, TimestampRange,
 };
-use common::{apply, Model};
 use proptest::prelude::*;
 use wal::fs::FaultyFs;
 

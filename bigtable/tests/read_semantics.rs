@@ -3,18 +3,16 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use bigtable::cache::BlockCache;
 use bigtable::memtable::Memtable;
 use bigtable::merge::{EntryCursor, MergingCursor};
+use bigtable::model::{apply, Model};
 use bigtable::mutation::{to_entries, Mutation, TimestampRange};
 use bigtable::row_reader::{next_visible_row, Row};
 use bigtable::sstable::{Table, TableBuilder, TableOptions};
-use common::{apply, Model};
 use proptest::prelude::*;
 use wal::fs::{FaultyFs, FileSystem};
 

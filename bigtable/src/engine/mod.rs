@@ -152,7 +152,8 @@ impl Engine {
         let sst_dir = dir.join("sst");
         fs.create_dir_all(&sst_dir)
             .map_err(io_error(format!("creating {}", sst_dir.display())))?;
-        let (manifest, manifest_state) = Manifest::open(fs.clone(), dir)?;
+        let (manifest, manifest_state) =
+            Manifest::open(fs.clone(), dir, options.manifest_rotation_records)?;
         let cache = BlockCache::new(options.block_cache_bytes);
         let state = maintenance::open_trees(&fs, &sst_dir, &cache, &manifest_state)?;
         maintenance::remove_unlisted_tables(&fs, &sst_dir, &state)?;

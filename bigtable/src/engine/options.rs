@@ -37,6 +37,8 @@ pub struct EngineOptions {
     /// Flush and compact in a background thread. When false they run in the writing
     /// thread, deterministically (crash tests use this).
     pub background_maintenance: bool,
+    /// The manifest starts a new generation (a snapshot) after this many edit records.
+    pub manifest_rotation_records: u64,
     /// `sample_row_keys` reports a key about every this many bytes.
     pub sample_bytes: u64,
     pub clock: Arc<dyn Clock>,
@@ -60,6 +62,7 @@ impl Default for EngineOptions {
             max_write_stall: Duration::from_secs(60),
             background_maintenance: true,
             sample_bytes: 16 << 20,
+            manifest_rotation_records: 4096,
             clock: Arc::new(SystemClock),
         }
     }
@@ -80,6 +83,7 @@ impl EngineOptions {
             level1_bytes: 16 << 10,
             level_multiplier: 4,
             sample_bytes: 1 << 10,
+            manifest_rotation_records: 16,
             ..EngineOptions::default()
         }
     }

@@ -1,8 +1,9 @@
-//! The plain model of the Bigtable data model that engine tests compare against.
+//! A plain model of the Bigtable data model, which tests and crash schedules compare
+//! the engine against: a sorted map of every cell version, no LSM, no encoding.
 
 use std::collections::BTreeMap;
 
-use bigtable::Mutation;
+use crate::mutation::Mutation;
 
 /// `(row, family, qualifier) -> timestamp -> value`.
 pub type Model = BTreeMap<(Vec<u8>, Vec<u8>, Vec<u8>), BTreeMap<i64, Vec<u8>>>;
