@@ -1,1 +1,6 @@
-//! Benchmarks live in `benches/`; run them with `cargo bench -p benches`.
+//! Benchmarks: criterion micro-benchmarks live in `benches/`; this library is the
+//! db_bench-style workload driver (`bt-bench`), run against our engine and, side by
+//! side in the same process, against fjall.
+
+pub mod db_bench;
+pub mod stores;

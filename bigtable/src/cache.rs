@@ -50,15 +50,19 @@ impl BlockCache {
 
     pub fn get(&self, key: &BlockKey) -> Option<Arc<Block>> {
         let mut shard = self.shard(key).lock();
-        shard.tick += 1;
-        let tick = shard.tick;
-        let (block, old_tick) = {
-            let entry = shard.entries.get_mut(key)?;
-            let old = std::mem::replace(&mut entry.1, tick);
-            (entry.0.clone(), old)
-        };
-        shard.by_age.remove(&old_tick);
-        shard.by_age.insert(tick, *key);
+        let (block, old_tick) = shard.entries.get(key).map(|(b, t)| (b.clone(), *t))?;
+        // Only a block that drifted towards the old end moves back to the new end: a hit
+        // on a recently used block then costs no reordering.
+        let distance = shard.tick - old_tick;
+        if distance > (shard.entries.len() as u64 / 4).max(1) {
+            shard.tick += 1;
+            let tick = shard.tick;
+            if let Some(entry) = shard.entries.get_mut(key) {
+                entry.1 = tick;
+            }
+            shard.by_age.remove(&old_tick);
+            shard.by_age.insert(tick, *key);
+        }
         Some(block)
     }
 

@@ -46,22 +46,26 @@ impl GcRule {
 /// declare, and cells their family's rule collects. `cells` are in column order, newest
 /// first, as a row reader returns them.
 pub fn collect_garbage(cells: &mut Vec<Cell>, schema: &TableSchema, now: Timestamp) {
+    if schema.families.values().all(|r| *r == GcRule::KeepAll) {
+        cells.retain(|c| schema.gc_rule(&c.family).is_some());
+        return;
+    }
+    let mut keep = Vec::with_capacity(cells.len());
     let mut version = 0;
-    let mut previous: Option<(Vec<u8>, Vec<u8>)> = None;
-    cells.retain(|c| {
-        let same_column = previous
-            .as_ref()
-            .is_some_and(|(f, q)| *f == c.family && *q == c.qualifier);
-        if same_column {
-            version += 1;
-        } else {
-            previous = Some((c.family.clone(), c.qualifier.clone()));
-            version = 0;
-        }
-        schema
-            .gc_rule(&c.family)
-            .is_some_and(|rule| rule.keeps(version, c.timestamp, now))
-    });
+    for (i, c) in cells.iter().enumerate() {
+        let same_column = i > 0 && {
+            let p = &cells[i - 1];
+            p.family == c.family && p.qualifier == c.qualifier
+        };
+        version = if same_column { version + 1 } else { 0 };
+        keep.push(
+            schema
+                .gc_rule(&c.family)
+                .is_some_and(|rule| rule.keeps(version, c.timestamp, now)),
+        );
+    }
+    let mut flags = keep.into_iter();
+    cells.retain(|_| flags.next().unwrap_or(false));
 }
 
 #[cfg(test)]

@@ -73,6 +73,8 @@ impl EntryCursor for TableIter {
 pub struct MergingCursor<'a> {
     sources: Vec<Box<dyn EntryCursor + 'a>>,
     current: Option<usize>,
+    /// Another source is at the current key too.
+    tie: bool,
 }
 
 impl<'a> MergingCursor<'a> {
@@ -80,14 +82,27 @@ impl<'a> MergingCursor<'a> {
         MergingCursor {
             sources,
             current: None,
+            tie: false,
         }
     }
 
     fn pick_smallest(&mut self) {
         self.current = None;
+        self.tie = false;
         for (i, s) in self.sources.iter().enumerate() {
-            if s.valid() && self.current.is_none_or(|c| s.key() < self.sources[c].key()) {
-                self.current = Some(i);
+            if !s.valid() {
+                continue;
+            }
+            match self.current {
+                None => self.current = Some(i),
+                Some(c) => match s.key().cmp(self.sources[c].key()) {
+                    std::cmp::Ordering::Less => {
+                        self.current = Some(i);
+                        self.tie = false;
+                    }
+                    std::cmp::Ordering::Equal => self.tie = true,
+                    std::cmp::Ordering::Greater => {}
+                },
             }
         }
     }
@@ -124,12 +139,18 @@ impl EntryCursor for MergingCursor<'_> {
 
     fn advance(&mut self) -> Result<()> {
         let Some(c) = self.current else { return Ok(()) };
-        let key = self.sources[c].key().to_vec();
-        for s in &mut self.sources {
-            if s.valid() && s.key() == key.as_slice() {
-                s.advance()?;
+        // Older sources holding the same key are skipped (the current one is newest).
+        if self.tie {
+            for i in 0..self.sources.len() {
+                if i != c
+                    && self.sources[i].valid()
+                    && self.sources[i].key() == self.sources[c].key()
+                {
+                    self.sources[i].advance()?;
+                }
             }
         }
+        self.sources[c].advance()?;
         self.pick_smallest();
         Ok(())
     }

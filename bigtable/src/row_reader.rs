@@ -152,14 +152,14 @@ pub fn read_row(cursor: &mut dyn EntryCursor, snapshot: SeqNo) -> Result<Option<
     let first = cursor.key();
     let prefix_len = row_prefix_len(first).ok_or_else(malformed)?;
     let prefix = first[..prefix_len].to_vec();
-    let key = InternalKey::decode(first)
-        .ok_or_else(malformed)?
-        .row
-        .into_owned();
+    let mut key = None;
     let mut visibility = RowVisibility::default();
     let mut cells = Vec::new();
     while cursor.valid() && cursor.key().starts_with(&prefix) {
         let entry = InternalKey::decode(cursor.key()).ok_or_else(malformed)?;
+        if key.is_none() {
+            key = Some(entry.row.to_vec());
+        }
         if entry.seq <= snapshot && visibility.observe(&entry, cursor.value())? == Seen::Visible {
             if let Target::Column {
                 family,
@@ -179,5 +179,7 @@ pub fn read_row(cursor: &mut dyn EntryCursor, snapshot: SeqNo) -> Result<Option<
         }
         cursor.advance()?;
     }
-    Ok((!cells.is_empty()).then_some(Row { key, cells }))
+    Ok(key
+        .filter(|_| !cells.is_empty())
+        .map(|key| Row { key, cells }))
 }

@@ -78,24 +78,24 @@ impl TreeVersion {
             }
         }
         for level in &self.levels[1..] {
-            let first = match scope {
-                RowScope::Row(start) | RowScope::Span(start, _) => {
-                    level.partition_point(|f| f.meta.largest_row() < start)
-                }
-            };
-            for file in &level[first..] {
-                if !scope.wants(file) {
-                    if matches!(scope, RowScope::Row(_)) {
-                        break;
+            match scope {
+                RowScope::Row(row) => {
+                    let at = level.partition_point(|f| f.meta.largest_row() < row);
+                    if let Some(file) = level.get(at).filter(|f| scope.wants(f)) {
+                        sources.push(Box::new(file.table.iter()));
                     }
-                    if let RowScope::Span(_, Some(end)) = scope {
-                        if file.meta.smallest_row() > end {
-                            break;
-                        }
-                    }
-                    continue;
                 }
-                sources.push(Box::new(file.table.iter()));
+                RowScope::Span(start, end) => {
+                    let first = level.partition_point(|f| f.meta.largest_row() < start);
+                    let files: Vec<Arc<LevelFile>> = level[first..]
+                        .iter()
+                        .take_while(|f| end.is_none_or(|e| f.meta.smallest_row() <= e))
+                        .cloned()
+                        .collect();
+                    if !files.is_empty() {
+                        sources.push(Box::new(LevelCursor::new(files)));
+                    }
+                }
             }
         }
         sources
@@ -120,5 +120,99 @@ impl TreeVersion {
             .filter(|f| f.meta.overlaps_rows(start, end))
             .cloned()
             .collect()
+    }
+}
+
+/// One cursor over a level's disjoint, sorted tables, opening each table only when the
+/// scan reaches it (so a scan of a deep level merges one source, not hundreds).
+pub struct LevelCursor {
+    files: Vec<Arc<LevelFile>>,
+    at: usize,
+    iter: Option<crate::sstable::TableIter>,
+}
+
+impl LevelCursor {
+    pub fn new(files: Vec<Arc<LevelFile>>) -> Self {
+        LevelCursor {
+            files,
+            at: 0,
+            iter: None,
+        }
+    }
+
+    /// Opens file `at` positioned at its first entry, moving on past empty files.
+    fn start_file(&mut self, mut at: usize) -> crate::Result<()> {
+        self.iter = None;
+        while at < self.files.len() {
+            let mut it = self.files[at].table.iter();
+            it.seek_to_first()?;
+            if it.valid() {
+                self.at = at;
+                self.iter = Some(it);
+                return Ok(());
+            }
+            at += 1;
+        }
+        Ok(())
+    }
+}
+
+impl EntryCursor for LevelCursor {
+    fn valid(&self) -> bool {
+        self.iter.as_ref().is_some_and(|i| i.valid())
+    }
+
+    fn key(&self) -> &[u8] {
+        self.iter.as_ref().map_or(&[], |i| i.key())
+    }
+
+    fn value(&self) -> &[u8] {
+        self.iter.as_ref().map_or(&[], |i| i.value())
+    }
+
+    fn seek_to_first(&mut self) -> crate::Result<()> {
+        self.start_file(0)
+    }
+
+    fn seek(&mut self, target: &[u8]) -> crate::Result<()> {
+        let at = self
+            .files
+            .partition_point(|f| f.table.properties().largest_key.as_slice() < target);
+        if at >= self.files.len() {
+            self.iter = None;
+            return Ok(());
+        }
+        let mut it = self.files[at].table.iter();
+        it.seek(target)?;
+        if it.valid() {
+            self.at = at;
+            self.iter = Some(it);
+            Ok(())
+        } else {
+            self.start_file(at + 1)
+        }
+    }
+
+    fn advance(&mut self) -> crate::Result<()> {
+        if let Some(it) = self.iter.as_mut() {
+            it.advance()?;
+            if !it.valid() {
+                self.start_file(self.at + 1)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn last_key_before(&mut self, target: &[u8]) -> crate::Result<Option<Vec<u8>>> {
+        let after = self
+            .files
+            .partition_point(|f| f.table.properties().smallest_key.as_slice() < target);
+        self.iter = None;
+        for file in self.files[..after].iter().rev() {
+            if let Some(key) = file.table.iter().last_key_before(target)? {
+                return Ok(Some(key));
+            }
+        }
+        Ok(None)
     }
 }

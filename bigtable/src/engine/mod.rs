@@ -87,7 +87,7 @@ struct Tree {
 /// Counters of the work the engine did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EngineStats {
-    /// Bytes of keys and values users wrote (encoded entries).
+    /// Bytes of row keys, column names and values users wrote.
     pub user_bytes: u64,
     pub flushes: u64,
     pub flush_bytes: u64,

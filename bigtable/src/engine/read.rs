@@ -369,14 +369,13 @@ impl<'s> RowStream<'s> {
                 if !scan.cursor.valid() {
                     return Ok(None);
                 }
-                let row = key_row(scan.cursor.key())
-                    .ok_or_else(crate::row_reader::malformed)?
-                    .into_owned();
+                let row = key_row(scan.cursor.key()).ok_or_else(crate::row_reader::malformed)?;
                 if !scan.span.before_end(&row) {
                     return Ok(None);
                 }
                 if !scan.span.after_start(&row) {
-                    scan.cursor.seek(&row_end(&row))?;
+                    let next = row_end(&row);
+                    scan.cursor.seek(&next)?;
                     continue;
                 }
                 if let Some(found) = read_row(&mut scan.cursor, seq)? {
@@ -416,7 +415,9 @@ impl<'s> RowStream<'s> {
             match self.next_in_span()? {
                 None => self.scan = None,
                 Some(row) => {
-                    self.last_row = Some(row.key.clone());
+                    let last = self.last_row.get_or_insert_with(Vec::new);
+                    last.clear();
+                    last.extend_from_slice(&row.key);
                     if let Some(row) = self.snapshot.finish_row(row, self.filter.as_ref()) {
                         self.remaining -= 1;
                         return Ok(Some(row));

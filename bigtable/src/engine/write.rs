@@ -255,6 +255,26 @@ fn validate(schema: &TableSchema, row: &[u8], mutations: &[Mutation]) -> Result<
     Ok(())
 }
 
+/// Bytes of names and values a client sent in `mutations` (for write amplification).
+fn payload_bytes(mutations: &[Mutation]) -> usize {
+    mutations
+        .iter()
+        .map(|m| match m {
+            Mutation::SetCell {
+                family,
+                qualifier,
+                value,
+                ..
+            } => family.len() + qualifier.len() + value.len(),
+            Mutation::DeleteFromColumn {
+                family, qualifier, ..
+            } => family.len() + qualifier.len(),
+            Mutation::DeleteFromFamily { family } => family.len(),
+            Mutation::DeleteFromRow => 0,
+        })
+        .sum()
+}
+
 /// Marks a commit's sequence numbers finished however the commit ends.
 struct Finish<'a>(&'a CommitTracker, SeqNo);
 
@@ -293,7 +313,10 @@ impl Core {
         }
         let record = log_record::encode(tree, first, &entries);
         self.log.append(&record)?;
-        let user_bytes: usize = entries.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let user_bytes: usize = rows
+            .iter()
+            .map(|(row, mutations)| row.len() * mutations.len() + payload_bytes(mutations))
+            .sum();
         for (i, (key, value)) in entries.into_iter().enumerate() {
             mem.insert(key, value, first + i as SeqNo);
         }

@@ -112,7 +112,7 @@ impl TableBuilder {
     /// Writes a block (compressed when that saves at least an eighth) and its trailer.
     fn write_block(&mut self, raw: &[u8], zstd_level: Option<i32>) -> Result<BlockHandle> {
         let compressed = zstd_level.and_then(|level| {
-            let frame = zstd::bulk::compress(raw, level).ok()?;
+            let frame = super::zstd_context::compress(raw, level)?;
             let mut stored = Vec::with_capacity(frame.len() + 5);
             put_varint(&mut stored, raw.len() as u64);
             stored.extend_from_slice(&frame);

@@ -6,6 +6,7 @@ pub mod bloom;
 pub mod builder;
 pub mod format;
 pub mod table;
+mod zstd_context;
 
 pub use builder::{TableBuilder, TableOptions};
 pub use format::TableProperties;

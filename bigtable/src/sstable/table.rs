@@ -178,7 +178,7 @@ impl TableFile<'_> {
             .filter(|&n| n <= MAX_BLOCK_SIZE)
             .ok_or_else(|| self.corrupt(format!("bad block length at offset {}", handle.offset)))?;
         let frame = &stored[stored.len() - r.remaining()..];
-        let raw = zstd::bulk::decompress(frame, raw_len as usize).map_err(|e| {
+        let raw = super::zstd_context::decompress(frame, raw_len as usize).map_err(|e| {
             self.corrupt(format!(
                 "block at offset {} does not decompress: {e}",
                 handle.offset
