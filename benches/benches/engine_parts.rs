@@ -34,7 +34,7 @@ fn memtable_insert(c: &mut Criterion) {
     let mut group = c.benchmark_group("memtable");
     group.throughput(Throughput::Elements(1));
     group.bench_function("insert_16B_row_100B_value", |b| {
-        let mem = Memtable::new();
+        let mem = Memtable::new(1000);
         let mut i = 0u64;
         b.iter(|| {
             i += 1;

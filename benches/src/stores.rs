@@ -22,23 +22,35 @@ fn remove_dir(path: &Path) -> Result<(), String> {
     }
 }
 
+/// Settings `bt-bench` passes to both stores (db_bench's flags of the same names).
+#[derive(Debug, Clone, Copy)]
+pub struct Tuning {
+    pub sync: bool,
+    /// Block cache bytes (`--cache_size`).
+    pub cache_bytes: usize,
+    /// Memtable bytes before a flush (`--write_buffer_size`); `None`: the store's default.
+    pub write_buffer_bytes: Option<usize>,
+}
+
 pub struct BigtableStore {
     engine: Engine,
 }
 
 impl BigtableStore {
-    pub fn open(path: &Path, fresh: bool, sync: bool, cache_bytes: usize) -> Result<Self, String> {
+    pub fn open(path: &Path, fresh: bool, tuning: Tuning) -> Result<Self, String> {
         if fresh {
             remove_dir(path)?;
         }
+        let defaults = EngineOptions::default();
         let options = EngineOptions {
-            sync: if sync {
+            sync: if tuning.sync {
                 SyncPolicy::EveryCommit
             } else {
                 SyncPolicy::Never
             },
-            block_cache_bytes: cache_bytes,
-            ..EngineOptions::default()
+            block_cache_bytes: tuning.cache_bytes,
+            memtable_bytes: tuning.write_buffer_bytes.unwrap_or(defaults.memtable_bytes),
+            ..defaults
         };
         let engine = Engine::open(Arc::new(RealFs), path, options).map_err(|e| e.to_string())?;
         if engine.schema(TABLE).is_err() {
@@ -137,18 +149,22 @@ pub struct FjallStore {
 }
 
 impl FjallStore {
-    pub fn open(path: &Path, fresh: bool, sync: bool, cache_bytes: u64) -> Result<Self, String> {
+    pub fn open(path: &Path, fresh: bool, tuning: Tuning) -> Result<Self, String> {
         if fresh {
             remove_dir(path)?;
         }
         let keyspace = fjall::Config::new(path)
-            .cache_size(cache_bytes)
+            .cache_size(tuning.cache_bytes as u64)
             .open()
             .map_err(|e| e.to_string())?;
+        let mut partition = fjall::PartitionCreateOptions::default();
+        if let Some(bytes) = tuning.write_buffer_bytes {
+            partition = partition.max_memtable_size(u32::try_from(bytes).unwrap_or(u32::MAX));
+        }
         let items = keyspace
-            .open_partition("usertable", fjall::PartitionCreateOptions::default())
+            .open_partition("usertable", partition)
             .map_err(|e| e.to_string())?;
-        let persist = if sync {
+        let persist = if tuning.sync {
             fjall::PersistMode::SyncData
         } else {
             fjall::PersistMode::Buffer

@@ -12,6 +12,11 @@ pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 
 /// Decodes a varint at the start of `bytes`; returns it and the bytes it used.
 pub fn get_varint(bytes: &[u8]) -> Option<(u64, usize)> {
+    if let Some(&b) = bytes.first() {
+        if b < 0x80 {
+            return Some((u64::from(b), 1));
+        }
+    }
     let mut value = 0u64;
     for (i, &b) in bytes.iter().enumerate().take(10) {
         let part = u64::from(b & 0x7f);

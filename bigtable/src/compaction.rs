@@ -136,7 +136,7 @@ pub fn compact(
         if first || entry.row.as_ref() != row.as_slice() {
             row.clear();
             row.extend_from_slice(&entry.row);
-            visibility = RowVisibility::default();
+            visibility.reset();
             first = false;
         }
         if keeps(&entry, cursor.value(), garbage, &mut visibility)? {

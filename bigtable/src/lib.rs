@@ -2,6 +2,7 @@
 //! above it, tablets and the Cloud Bigtable v2 API. Built on [`wal`] for its commit log
 //! and file-system boundary. Work in progress: see the project's open issues.
 
+pub mod bloom;
 pub mod cache;
 pub mod clock;
 pub mod coding;

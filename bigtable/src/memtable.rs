@@ -6,33 +6,36 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crossbeam_skiplist::SkipMap;
 
-use crate::key::SeqNo;
+use crate::bloom::{self, ConcurrentFilter};
+use crate::key::{row_prefix_len, SeqNo};
 
 /// Bytes charged per entry on top of key and value: skiplist node, tower and vectors.
 const ENTRY_OVERHEAD: usize = 80;
 
+/// Bloom filter bits per expected row: point reads of rows a memtable does not hold
+/// (most of them) skip its skiplist, the costliest part of such a read.
+const FILTER_BITS_PER_KEY: usize = 10;
+
 pub struct Memtable {
     map: SkipMap<Vec<u8>, Vec<u8>>,
+    rows: ConcurrentFilter,
     bytes: AtomicUsize,
     max_seq: AtomicU64,
     /// No commit-log record of an entry here has an LSN below this (`u64::MAX`: none yet).
     min_lsn: AtomicU64,
 }
 
-impl Default for Memtable {
-    fn default() -> Self {
+impl Memtable {
+    /// A memtable whose row filter is sized for about `expected_entries` entries.
+    pub fn new(expected_entries: usize) -> Self {
+        let rows = ConcurrentFilter::new(expected_entries.max(64), FILTER_BITS_PER_KEY);
         Memtable {
             map: SkipMap::new(),
-            bytes: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(rows.memory_bytes()),
+            rows,
             max_seq: AtomicU64::new(0),
             min_lsn: AtomicU64::new(u64::MAX),
         }
-    }
-}
-
-impl Memtable {
-    pub fn new() -> Self {
-        Self::default()
     }
 
     /// Records that a write whose log record has an LSN `>= lsn` is coming.
@@ -52,7 +55,15 @@ impl Memtable {
         self.bytes
             .fetch_add(key.len() + value.len() + ENTRY_OVERHEAD, Ordering::Relaxed);
         self.max_seq.fetch_max(seq, Ordering::Relaxed);
+        if let Some(n) = row_prefix_len(&key) {
+            self.rows.insert(bloom::hash64(&key[..n]));
+        }
         self.map.insert(key, value);
+    }
+
+    /// False when the memtable holds no entry of the row whose prefix has this hash.
+    pub fn may_contain_row(&self, row_hash: u64) -> bool {
+        self.rows.may_contain(row_hash)
     }
 
     /// Approximate memory held, for the flush trigger.
@@ -135,7 +146,7 @@ mod tests {
             entries in proptest::collection::vec((proptest::collection::vec(0u8..4, 0..6), proptest::collection::vec(any::<u8>(), 0..4)), 0..80),
             targets in proptest::collection::vec(proptest::collection::vec(0u8..4, 0..6), 0..10),
         ) {
-            let mem = Memtable::new();
+            let mem = Memtable::new(1000);
             let mut model = BTreeMap::new();
             for (i, (k, v)) in entries.into_iter().enumerate() {
                 mem.insert(k.clone(), v.clone(), i as u64);
@@ -159,7 +170,7 @@ mod tests {
 
     #[test]
     fn concurrent_inserts_are_all_kept_and_counted() {
-        let mem = Memtable::new();
+        let mem = Memtable::new(1000);
         std::thread::scope(|s| {
             for t in 0..4u64 {
                 let mem = &mem;

@@ -34,12 +34,17 @@ pub struct Row {
 
 /// What is known while walking one row's entries in key order: the deletions seen so
 /// far and the column being read. Both reads and compactions decide visibility here.
+/// [`RowVisibility::reset`] readies it for the next row, keeping its buffers.
 #[derive(Default)]
 pub(crate) struct RowVisibility {
     row_tombstone: SeqNo,
+    /// The family being read, if any (`family` holds its name).
+    in_family: bool,
     family: Vec<u8>,
     family_tombstone: SeqNo,
-    column: Option<(Vec<u8>, Vec<u8>)>,
+    /// Whether a column of `family` is being read (`qualifier` holds its qualifier).
+    in_column: bool,
+    qualifier: Vec<u8>,
     column_deletes: Vec<(TimestampRange, SeqNo)>,
     last_timestamp: Option<Timestamp>,
     /// Visible versions of the current column so far.
@@ -58,22 +63,29 @@ pub(crate) enum Seen {
 }
 
 impl RowVisibility {
+    /// Forgets the row, ready for the next one.
+    pub fn reset(&mut self) {
+        self.row_tombstone = 0;
+        self.in_family = false;
+        self.in_column = false;
+    }
+
     fn enter_family(&mut self, family: &[u8]) {
-        if self.family != family {
-            self.family = family.to_vec();
+        if !self.in_family || self.family != family {
+            self.in_family = true;
+            self.family.clear();
+            self.family.extend_from_slice(family);
             self.family_tombstone = 0;
-            self.column = None;
+            self.in_column = false;
         }
     }
 
     fn enter_column(&mut self, family: &[u8], qualifier: &[u8]) {
         self.enter_family(family);
-        let same = self
-            .column
-            .as_ref()
-            .is_some_and(|(f, q)| f == family && q == qualifier);
-        if !same {
-            self.column = Some((family.to_vec(), qualifier.to_vec()));
+        if !self.in_column || self.qualifier != qualifier {
+            self.in_column = true;
+            self.qualifier.clear();
+            self.qualifier.extend_from_slice(qualifier);
             self.column_deletes.clear();
             self.last_timestamp = None;
             self.versions = 0;
@@ -134,8 +146,9 @@ impl RowVisibility {
 /// cell; returns it with the cursor at the start of the following row, or `None` at the
 /// end of the stream.
 pub fn next_visible_row(cursor: &mut dyn EntryCursor, snapshot: SeqNo) -> Result<Option<Row>> {
+    let mut reader = RowReader::default();
     while cursor.valid() {
-        if let Some(row) = read_row(cursor, snapshot)? {
+        if let Some(row) = reader.read(cursor, snapshot)? {
             return Ok(Some(row));
         }
     }
@@ -149,37 +162,55 @@ pub(crate) fn malformed() -> crate::Error {
 /// Reads the row the cursor is at, leaving the cursor at the next row. `None` when the
 /// row has no visible cell.
 pub fn read_row(cursor: &mut dyn EntryCursor, snapshot: SeqNo) -> Result<Option<Row>> {
-    let first = cursor.key();
-    let prefix_len = row_prefix_len(first).ok_or_else(malformed)?;
-    let prefix = first[..prefix_len].to_vec();
-    let mut key = None;
-    let mut visibility = RowVisibility::default();
-    let mut cells = Vec::new();
-    while cursor.valid() && cursor.key().starts_with(&prefix) {
-        let entry = InternalKey::decode(cursor.key()).ok_or_else(malformed)?;
-        if key.is_none() {
-            key = Some(entry.row.to_vec());
-        }
-        if entry.seq <= snapshot && visibility.observe(&entry, cursor.value())? == Seen::Visible {
-            if let Target::Column {
-                family,
-                qualifier,
-                timestamp,
-                ..
-            } = entry.target
-            {
-                cells.push(Cell {
-                    family: Cow::into_owned(family),
-                    qualifier: Cow::into_owned(qualifier),
-                    timestamp,
-                    value: cursor.value().to_vec(),
-                    labels: Vec::new(),
-                });
+    RowReader::default().read(cursor, snapshot)
+}
+
+/// Reads rows one after another, reusing its working buffers (a scan reads millions).
+#[derive(Default)]
+pub struct RowReader {
+    visibility: RowVisibility,
+    prefix: Vec<u8>,
+}
+
+impl RowReader {
+    /// Reads the row the cursor is at, leaving the cursor at the next row. `None` when
+    /// the row has no visible cell.
+    pub fn read(&mut self, cursor: &mut dyn EntryCursor, snapshot: SeqNo) -> Result<Option<Row>> {
+        let first = cursor.key();
+        let prefix_len = row_prefix_len(first).ok_or_else(malformed)?;
+        self.prefix.clear();
+        self.prefix.extend_from_slice(&first[..prefix_len]);
+        self.visibility.reset();
+        let mut key = None;
+        let mut cells = Vec::new();
+        while cursor.valid() && cursor.key().starts_with(&self.prefix) {
+            let entry = InternalKey::decode(cursor.key()).ok_or_else(malformed)?;
+            if key.is_none() {
+                key = Some(entry.row.to_vec());
             }
+            if entry.seq <= snapshot
+                && self.visibility.observe(&entry, cursor.value())? == Seen::Visible
+            {
+                if let Target::Column {
+                    family,
+                    qualifier,
+                    timestamp,
+                    ..
+                } = entry.target
+                {
+                    cells.push(Cell {
+                        family: Cow::into_owned(family),
+                        qualifier: Cow::into_owned(qualifier),
+                        timestamp,
+                        value: cursor.value().to_vec(),
+                        labels: Vec::new(),
+                    });
+                }
+            }
+            cursor.advance()?;
         }
-        cursor.advance()?;
+        Ok(key
+            .filter(|_| !cells.is_empty())
+            .map(|key| Row { key, cells }))
     }
-    Ok(key
-        .filter(|_| !cells.is_empty())
-        .map(|key| Row { key, cells }))
 }

@@ -4,9 +4,12 @@
 
 use std::sync::Arc;
 
+use crate::bloom;
+use crate::key::{row_prefix, SeqNo};
 use crate::manifest::{FileMeta, MAX_LEVELS};
 use crate::memtable::Memtable;
-use crate::merge::EntryCursor;
+use crate::merge::{EntryCursor, MergingCursor};
+use crate::row_reader::Row;
 use crate::sstable::Table;
 
 /// An SSTable in a version: what the manifest records and the open table.
@@ -32,10 +35,11 @@ pub struct TreeVersion {
     pub levels: Vec<Vec<Arc<LevelFile>>>,
 }
 
-impl Default for TreeVersion {
-    fn default() -> Self {
+impl TreeVersion {
+    /// A version with only an (empty) memtable.
+    pub fn new(mem: Arc<Memtable>) -> Self {
         TreeVersion {
-            mem: Arc::new(Memtable::new()),
+            mem,
             frozen: Vec::new(),
             levels: vec![Vec::new(); MAX_LEVELS],
         }
@@ -45,17 +49,24 @@ impl Default for TreeVersion {
 /// Which rows a read needs.
 #[derive(Clone, Copy)]
 pub enum RowScope<'a> {
-    /// Exactly one row.
-    Row(&'a [u8]),
+    /// Exactly one row; `hash` is the [`crate::bloom::hash64`] of its prefix.
+    Row { row: &'a [u8], hash: u64 },
     /// Rows from `start` (inclusive) to `end` (inclusive; `None`: no end).
     Span(&'a [u8], Option<&'a [u8]>),
 }
 
 impl RowScope<'_> {
+    fn wants_memtable(&self, mem: &Memtable) -> bool {
+        match *self {
+            RowScope::Row { hash, .. } => mem.may_contain_row(hash),
+            RowScope::Span(..) => true,
+        }
+    }
+
     fn wants(&self, file: &LevelFile) -> bool {
         match *self {
-            RowScope::Row(row) => {
-                file.meta.overlaps_rows(row, row) && file.table.may_contain_row(row)
+            RowScope::Row { row, hash } => {
+                file.meta.overlaps_rows(row, row) && file.table.may_contain_row(hash)
             }
             RowScope::Span(start, end) => {
                 file.meta.largest_row() >= start
@@ -68,9 +79,12 @@ impl RowScope<'_> {
 impl TreeVersion {
     /// Cursors over every source that may hold entries in `scope`, newest first.
     pub fn cursors(&self, scope: RowScope<'_>) -> Vec<Box<dyn EntryCursor + '_>> {
-        let mut sources: Vec<Box<dyn EntryCursor + '_>> = vec![Box::new(self.mem.iter())];
-        for frozen in self.frozen.iter().rev() {
-            sources.push(Box::new(frozen.mem.iter()));
+        let mut sources: Vec<Box<dyn EntryCursor + '_>> = Vec::new();
+        let memtables = std::iter::once(&self.mem).chain(self.frozen.iter().rev().map(|f| &f.mem));
+        for mem in memtables {
+            if scope.wants_memtable(mem) {
+                sources.push(Box::new(mem.iter()));
+            }
         }
         for file in self.levels[0].iter().rev() {
             if scope.wants(file) {
@@ -79,7 +93,7 @@ impl TreeVersion {
         }
         for level in &self.levels[1..] {
             match scope {
-                RowScope::Row(row) => {
+                RowScope::Row { row, .. } => {
                     let at = level.partition_point(|f| f.meta.largest_row() < row);
                     if let Some(file) = level.get(at).filter(|f| scope.wants(f)) {
                         sources.push(Box::new(file.table.iter()));
@@ -99,6 +113,21 @@ impl TreeVersion {
             }
         }
         sources
+    }
+
+    /// One row's visible cells at `seq`, before GC rules and filters.
+    pub fn read_row(&self, row: &[u8], seq: SeqNo) -> crate::Result<Option<Row>> {
+        let prefix = row_prefix(row);
+        let scope = RowScope::Row {
+            row,
+            hash: bloom::hash64(&prefix),
+        };
+        let mut cursor = MergingCursor::new(self.cursors(scope));
+        cursor.seek(&prefix)?;
+        if !cursor.valid() || !cursor.key().starts_with(&prefix) {
+            return Ok(None);
+        }
+        crate::row_reader::read_row(&mut cursor, seq)
     }
 
     /// The lowest commit-log LSN this version's memtables still need.

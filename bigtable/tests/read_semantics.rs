@@ -105,7 +105,7 @@ proptest! {
         let mut snapshot_model = Model::new();
         let mut snapshot_seq = 0;
         let mut seq = 1;
-        let memtable = Memtable::new();
+        let memtable = Memtable::new(1000);
         let mut table_entries = [BTreeMap::new(), BTreeMap::new()];
         for (i, (row, mutations, source)) in writes.iter().enumerate() {
             for (key, value) in to_entries(row, mutations, seq, 0) {

@@ -38,6 +38,7 @@ pub(super) fn open_trees(
     sst_dir: &Path,
     cache: &Arc<BlockCache>,
     manifest: &ManifestState,
+    new_memtable: &dyn Fn() -> Arc<Memtable>,
 ) -> Result<State> {
     let mut state = State {
         names: Default::default(),
@@ -45,9 +46,9 @@ pub(super) fn open_trees(
         next_id: manifest.next_id.max(1),
     };
     for (&id, meta) in &manifest.trees {
-        let mut tree = Tree::new(&meta.name, meta.schema.clone());
+        let mut tree = Tree::new(&meta.name, meta.schema.clone(), new_memtable());
         tree.flushed_seq = meta.flushed_seq;
-        let mut version = TreeVersion::default();
+        let mut version = TreeVersion::clone(&tree.version);
         for (level, files) in meta.levels.iter().enumerate() {
             for file in files {
                 let path = table_path(sst_dir, file.id);
@@ -104,7 +105,7 @@ impl Core {
     /// same lock, so every write numbered up to the boundary went to the frozen memtable.
     fn freeze_locked(&self, tree: &mut Tree) {
         let mut version = TreeVersion::clone(&tree.version);
-        let mem = std::mem::replace(&mut version.mem, Core::fresh_memtable());
+        let mem = std::mem::replace(&mut version.mem, self.options.new_memtable());
         version.frozen.push(FrozenMemtable {
             mem,
             last_seq: self.commits.last_allocated(),

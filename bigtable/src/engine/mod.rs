@@ -110,7 +110,9 @@ pub struct LevelSummary {
 /// Sequence numbers of live snapshots; compactions keep what they may still read.
 #[derive(Default)]
 pub(crate) struct SnapshotList {
-    live: Mutex<BTreeMap<SeqNo, usize>>,
+    /// `(sequence number, open snapshots at it)`, oldest first. Few snapshots are open at
+    /// once, so a vector beats a map here (this is on every read's path).
+    live: Mutex<Vec<(SeqNo, usize)>>,
 }
 
 pub(crate) struct SnapshotGuard {
@@ -120,7 +122,13 @@ pub(crate) struct SnapshotGuard {
 
 impl SnapshotList {
     fn register(self: &Arc<Self>, seq: SeqNo) -> SnapshotGuard {
-        *self.live.lock().entry(seq).or_default() += 1;
+        let mut live = self.live.lock();
+        // Snapshots are taken at a non-decreasing sequence number: usually the last.
+        match live.iter().rposition(|&(s, _)| s <= seq) {
+            Some(at) if live[at].0 == seq => live[at].1 += 1,
+            Some(at) => live.insert(at + 1, (seq, 1)),
+            None => live.insert(0, (seq, 1)),
+        }
         SnapshotGuard {
             list: self.clone(),
             seq,
@@ -128,17 +136,17 @@ impl SnapshotList {
     }
 
     fn oldest(&self) -> Option<SeqNo> {
-        self.live.lock().keys().next().copied()
+        self.live.lock().first().map(|&(s, _)| s)
     }
 }
 
 impl Drop for SnapshotGuard {
     fn drop(&mut self) {
         let mut live = self.list.live.lock();
-        if let Some(n) = live.get_mut(&self.seq) {
-            *n -= 1;
-            if *n == 0 {
-                live.remove(&self.seq);
+        if let Some(at) = live.iter().rposition(|&(s, _)| s == self.seq) {
+            live[at].1 -= 1;
+            if live[at].1 == 0 {
+                live.remove(at);
             }
         }
     }
@@ -155,7 +163,9 @@ impl Engine {
         let (manifest, manifest_state) =
             Manifest::open(fs.clone(), dir, options.manifest_rotation_records)?;
         let cache = BlockCache::new(options.block_cache_bytes);
-        let state = maintenance::open_trees(&fs, &sst_dir, &cache, &manifest_state)?;
+        let state = maintenance::open_trees(&fs, &sst_dir, &cache, &manifest_state, &|| {
+            options.new_memtable()
+        })?;
         maintenance::remove_unlisted_tables(&fs, &sst_dir, &state)?;
         let log_options = WalOptions::default()
             .with_sync(options.sync)
@@ -226,7 +236,10 @@ impl Engine {
             Edit::NextId(state.next_id),
         ])?;
         state.names.insert(name.to_string(), tree);
-        state.trees.insert(tree, Tree::new(name, schema));
+        state.trees.insert(
+            tree,
+            Tree::new(name, schema, self.core.options.new_memtable()),
+        );
         Ok(())
     }
 
@@ -347,11 +360,11 @@ impl Drop for Engine {
 }
 
 impl Tree {
-    fn new(name: &str, schema: TableSchema) -> Tree {
+    fn new(name: &str, schema: TableSchema, mem: Arc<Memtable>) -> Tree {
         Tree {
             name: name.to_string(),
             schema: Arc::new(schema),
-            version: Arc::new(TreeVersion::default()),
+            version: Arc::new(TreeVersion::new(mem)),
             flushed_seq: 0,
             compact_pointers: vec![Vec::new(); crate::manifest::MAX_LEVELS],
         }
@@ -408,9 +421,5 @@ impl Core {
 
     fn failure(&self) -> Option<String> {
         self.wakeup.lock().failure.clone()
-    }
-
-    fn fresh_memtable() -> Arc<Memtable> {
-        Arc::new(Memtable::new())
     }
 }

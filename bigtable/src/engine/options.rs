@@ -14,7 +14,9 @@ pub struct EngineOptions {
     /// or written to the OS and synced later.
     pub sync: SyncPolicy,
     pub log_segment_bytes: u64,
-    /// A table's memtable is frozen and flushed at this size.
+    /// A table's memtable is frozen and flushed at this size. The default, 16 MiB (as
+    /// fjall's; LevelDB's is 4, RocksDB's 64), keeps many tables' memtables within a
+    /// budget and a point read's skiplist search short.
     pub memtable_bytes: usize,
     /// Frozen memtables per table waiting for a flush before writers stall.
     pub max_frozen_memtables: usize,
@@ -44,12 +46,20 @@ pub struct EngineOptions {
     pub clock: Arc<dyn Clock>,
 }
 
+impl EngineOptions {
+    /// An empty memtable, its row filter sized for the entries a full one holds (an
+    /// entry takes at least about 128 bytes with its overhead).
+    pub(crate) fn new_memtable(&self) -> std::sync::Arc<crate::memtable::Memtable> {
+        std::sync::Arc::new(crate::memtable::Memtable::new(self.memtable_bytes / 128))
+    }
+}
+
 impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
             sync: SyncPolicy::EveryCommit,
             log_segment_bytes: 64 << 20,
-            memtable_bytes: 64 << 20,
+            memtable_bytes: 16 << 20,
             max_frozen_memtables: 2,
             block_cache_bytes: 128 << 20,
             table: TableOptions::default(),

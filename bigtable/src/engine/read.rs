@@ -10,7 +10,7 @@ use crate::filter::{CompiledFilter, RowFilter};
 use crate::gc_rule::collect_garbage;
 use crate::key::{key_row, row_end, row_prefix, SeqNo, Timestamp};
 use crate::merge::{EntryCursor, MergingCursor};
-use crate::row_reader::{read_row, Row};
+use crate::row_reader::{Row, RowReader};
 use crate::schema::TableSchema;
 use crate::version::{RowScope, TreeVersion};
 
@@ -163,7 +163,7 @@ impl Engine {
         let mut blocks = Vec::new();
         for file in version.levels.iter().flatten() {
             let mut previous_end = 0;
-            for (key, end) in file.table.block_boundaries()? {
+            for (key, end) in file.table.block_boundaries() {
                 let row = key_row(&key)
                     .ok_or_else(|| corruption(file.table.path(), "malformed index key"))?
                     .into_owned();
@@ -219,13 +219,7 @@ impl TableSnapshot {
 
     /// One row, through `filter`.
     pub fn read_row(&self, row: &[u8], filter: Option<&CompiledFilter>) -> Result<Option<Row>> {
-        let prefix = row_prefix(row);
-        let mut cursor = MergingCursor::new(self.version.cursors(RowScope::Row(row)));
-        cursor.seek(&prefix)?;
-        if !cursor.valid() || !cursor.key().starts_with(&prefix) {
-            return Ok(None);
-        }
-        let found = read_row(&mut cursor, self.seq)?;
+        let found = self.version.read_row(row, self.seq)?;
         Ok(found.and_then(|r| self.finish_row(r, filter)))
     }
 
@@ -308,6 +302,7 @@ struct Scan<'s> {
     cursor: MergingCursor<'s>,
     /// Reverse scans: the next row is the last one below this key.
     upper: Vec<u8>,
+    reader: RowReader,
 }
 
 impl<'s> RowStream<'s> {
@@ -335,6 +330,7 @@ impl<'s> RowStream<'s> {
             span,
             cursor,
             upper,
+            reader: RowReader::default(),
         })
     }
 
@@ -362,7 +358,7 @@ impl<'s> RowStream<'s> {
                 if !scan.span.before_end(&row) {
                     continue;
                 }
-                if let Some(found) = read_row(&mut scan.cursor, seq)? {
+                if let Some(found) = scan.reader.read(&mut scan.cursor, seq)? {
                     return Ok(Some(found));
                 }
             } else {
@@ -378,7 +374,7 @@ impl<'s> RowStream<'s> {
                     scan.cursor.seek(&next)?;
                     continue;
                 }
-                if let Some(found) = read_row(&mut scan.cursor, seq)? {
+                if let Some(found) = scan.reader.read(&mut scan.cursor, seq)? {
                     return Ok(Some(found));
                 }
             }

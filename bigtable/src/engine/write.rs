@@ -11,14 +11,12 @@ use crate::commit::CommitTracker;
 use crate::error::{corruption, Error, Result};
 use crate::filter::RowFilter;
 use crate::gc_rule::collect_garbage;
-use crate::key::{row_prefix, SeqNo, Timestamp};
+use crate::key::{SeqNo, Timestamp};
 use crate::manifest::TreeId;
 use crate::memtable::Memtable;
-use crate::merge::{EntryCursor, MergingCursor};
 use crate::mutation::{to_entries, Mutation, COLUMN_DELETE_TIMESTAMP};
-use crate::row_reader::{read_row, Cell, Row};
+use crate::row_reader::{Cell, Row};
 use crate::schema::TableSchema;
-use crate::version::RowScope;
 
 /// The mutations of one row in a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -385,13 +383,9 @@ impl Core {
                 .ok_or_else(|| Error::NotFound("table was dropped".into()))?;
             (t.schema.clone(), t.version.clone())
         };
-        let prefix = row_prefix(row);
-        let mut cursor = MergingCursor::new(version.cursors(RowScope::Row(row)));
-        cursor.seek(&prefix)?;
-        if !cursor.valid() || !cursor.key().starts_with(&prefix) {
-            return Ok(Vec::new());
-        }
-        let mut cells = read_row(&mut cursor, SeqNo::MAX)?.map_or_else(Vec::new, |r| r.cells);
+        let mut cells = version
+            .read_row(row, SeqNo::MAX)?
+            .map_or_else(Vec::new, |r| r.cells);
         collect_garbage(&mut cells, &schema, self.options.clock.now_micros());
         Ok(cells)
     }

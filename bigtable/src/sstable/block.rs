@@ -131,6 +131,20 @@ impl Block {
         }
         Ok(at)
     }
+
+    /// The key of the entry at restart point `i`, read in place (a restart entry shares
+    /// nothing with the entry before it, so its whole key is stored).
+    fn restart_key(&self, i: usize) -> Result<&[u8], BlockError> {
+        let entries = &self.data[self.restart(i)?..self.restarts_at];
+        let mut r = Reader::new(entries);
+        let shared = r.varint_usize().ok_or("bad entry header")?;
+        let unshared = r.varint_usize().ok_or("bad entry header")?;
+        r.varint_usize().ok_or("bad entry header")?;
+        if shared != 0 {
+            return Err("restart entry shares a prefix");
+        }
+        r.take(unshared).ok_or("entry key runs past the block")
+    }
 }
 
 /// A cursor over a block's entries.
@@ -152,6 +166,16 @@ impl BlockIter {
             value: (0, 0),
             valid: false,
         }
+    }
+
+    /// A cursor over another block that keeps this one's key buffer.
+    pub fn reset(mut self, block: Arc<Block>) -> Self {
+        self.block = block;
+        self.next = 0;
+        self.key.clear();
+        self.value = (0, 0);
+        self.valid = false;
+        self
     }
 
     pub fn valid(&self) -> bool {
@@ -197,9 +221,7 @@ impl BlockIter {
         let (mut lo, mut hi) = (0, self.block.restart_count - 1);
         while lo < hi {
             let mid = (lo + hi).div_ceil(2);
-            self.start_at_restart(mid)?;
-            self.advance()?;
-            if self.valid && self.key.as_slice() < target {
+            if self.block.restart_key(mid)? < target {
                 lo = mid;
             } else {
                 hi = mid - 1;

@@ -4,11 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use super::block::BlockBuilder;
-use super::bloom;
 use super::format::{block_crc, BlockHandle, Compression, Footer, TableProperties};
+use crate::bloom;
 use crate::coding::put_varint;
 use crate::error::{io_error, Result};
-use crate::key::InternalKey;
+use crate::key::{row_prefix_len, InternalKey};
 use wal::fs::{FileSystem, WritableFile};
 
 /// How tables are written.
@@ -68,12 +68,14 @@ impl TableBuilder {
         if self.props.entries == 0 {
             self.props.smallest_key = key.to_vec();
         }
-        if let Some(k) = InternalKey::decode(key) {
-            if self.props.entries == 0 || k.row.as_ref() != self.last_row.as_slice() {
-                self.row_hashes.push(bloom::hash64(&k.row));
+        if let Some(prefix) = row_prefix_len(key).map(|n| &key[..n]) {
+            if self.props.entries == 0 || prefix != self.last_row.as_slice() {
+                self.row_hashes.push(bloom::hash64(prefix));
                 self.last_row.clear();
-                self.last_row.extend_from_slice(&k.row);
+                self.last_row.extend_from_slice(prefix);
             }
+        }
+        if let Some(k) = InternalKey::decode(key) {
             self.props.max_seq = self.props.max_seq.max(k.seq);
         }
         self.props.entries += 1;

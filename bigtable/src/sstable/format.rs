@@ -8,7 +8,8 @@ use crate::key::SeqNo;
 pub const BLOCK_TRAILER_SIZE: usize = 5;
 pub const FOOTER_SIZE: usize = 64;
 pub const MAGIC: u64 = u64::from_le_bytes(*b"MGSTSST1");
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: blocked bloom filter over row prefixes (1: over rows, one probe per cache line).
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]

@@ -2,9 +2,9 @@
 //! `docs/sstable-format.md`.
 
 pub mod block;
-pub mod bloom;
 pub mod builder;
 pub mod format;
+pub mod index;
 pub mod table;
 mod zstd_context;
 

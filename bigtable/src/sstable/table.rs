@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::block::{Block, BlockIter};
-use super::bloom;
 use super::format::{
     block_crc, BlockHandle, Compression, Footer, TableProperties, BLOCK_TRAILER_SIZE, FOOTER_SIZE,
 };
+use super::index::TableIndex;
+use crate::bloom;
 use crate::cache::BlockCache;
 use crate::coding::Reader;
 use crate::error::{corruption, io_error, Error, Result};
@@ -22,7 +23,7 @@ pub struct Table {
     id: u64,
     path: PathBuf,
     bytes: FileBytes,
-    index: Arc<Block>,
+    index: TableIndex,
     filter: Vec<u8>,
     properties: TableProperties,
     cache: Arc<BlockCache>,
@@ -47,7 +48,8 @@ impl Table {
             file.corrupt(format!("{} bytes is too short for an SSTable", bytes.len()))
         })?;
         let footer = Footer::decode(&bytes[footer_at..]).map_err(|e| file.corrupt(e))?;
-        let index = Arc::new(file.read_block(footer.index)?);
+        let index = TableIndex::decode(file.read_block(footer.index)?)
+            .map_err(|e| file.corrupt(format!("index: {e}")))?;
         let filter = file.read_raw(footer.filter)?;
         let properties = TableProperties::decode(&file.read_raw(footer.properties)?)
             .ok_or_else(|| file.corrupt("malformed properties"))?;
@@ -78,31 +80,32 @@ impl Table {
         self.bytes.len() as u64
     }
 
-    /// False when the bloom filter proves the table holds no entry of `row`.
-    pub fn may_contain_row(&self, row: &[u8]) -> bool {
-        bloom::may_contain(&self.filter, bloom::hash64(row))
+    /// False when the bloom filter proves the table holds no entry of the row whose
+    /// prefix has this [`bloom::hash64`].
+    pub fn may_contain_row(&self, row_hash: u64) -> bool {
+        bloom::may_contain(&self.filter, row_hash)
     }
 
     /// `(last key, end offset)` of every data block, in order: where the table's bytes
     /// lie along its keys.
-    pub fn block_boundaries(&self) -> Result<Vec<(Vec<u8>, u64)>> {
-        let mut index = BlockIter::new(self.index.clone());
-        let bad = |e| self.corrupt(format!("index: {e}"));
-        index.seek_to_first().map_err(bad)?;
-        let mut out = Vec::new();
-        while index.valid() {
-            let handle = BlockHandle::decode(index.value())
-                .ok_or_else(|| self.corrupt("malformed block handle in index"))?;
-            out.push((index.key().to_vec(), handle.offset + handle.size));
-            index.advance().map_err(bad)?;
-        }
-        Ok(out)
+    pub fn block_boundaries(&self) -> Vec<(Vec<u8>, u64)> {
+        (0..self.index.len())
+            .map(|i| {
+                let handle = self.index.handle(i);
+                (self.index.key(i).to_vec(), handle.offset + handle.size)
+            })
+            .collect()
+    }
+
+    /// Memory the open table holds outside the block cache (index and filter).
+    pub fn memory_bytes(&self) -> usize {
+        self.index.memory_bytes() + self.filter.capacity()
     }
 
     pub fn iter(self: &Arc<Self>) -> TableIter {
         TableIter {
             table: self.clone(),
-            index: BlockIter::new(self.index.clone()),
+            block: 0,
             data: None,
         }
     }
@@ -202,7 +205,8 @@ impl TableFile<'_> {
 /// A cursor over a table's entries in key order.
 pub struct TableIter {
     table: Arc<Table>,
-    index: BlockIter,
+    /// The index position of the data block `data` reads.
+    block: usize,
     data: Option<BlockIter>,
 }
 
@@ -220,25 +224,21 @@ impl TableIter {
     }
 
     pub fn seek_to_first(&mut self) -> Result<()> {
-        self.index
-            .seek_to_first()
-            .map_err(|e| self.table.corrupt(format!("index: {e}")))?;
-        self.load_data_block(|it| it.seek_to_first())?;
+        self.load_data_block(0, |it| it.seek_to_first())?;
         self.skip_exhausted_blocks()
     }
 
     /// Positions at the first entry with key `>= target`.
     pub fn seek(&mut self, target: &[u8]) -> Result<()> {
-        self.index
-            .seek(target)
-            .map_err(|e| self.table.corrupt(format!("index: {e}")))?;
-        self.load_data_block(|it| it.seek(target))?;
+        let block = self.table.index.block_for(target);
+        self.load_data_block(block, |it| it.seek(target))?;
         self.skip_exhausted_blocks()
     }
 
     /// The key of the last entry with key `< target`, if any. Moves the cursor.
     pub fn last_key_before(&mut self, target: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.seek(target)?;
+        let block = self.table.index.block_for(target);
+        self.load_data_block(block, |it| it.seek(target))?;
         let path = &self.table.path;
         if let Some(data) = self.data.as_mut() {
             if let Some(key) = data
@@ -248,11 +248,11 @@ impl TableIter {
                 return Ok(Some(key));
             }
         }
-        // Not in the block holding `target`: it is the last key of an earlier block,
-        // which is that block's index key.
-        self.index
-            .last_key_before(target)
-            .map_err(|e| self.table.corrupt(format!("index: {e}")))
+        // Not in the block that would hold `target`: it is the previous block's last
+        // key, which the index holds.
+        Ok(block
+            .checked_sub(1)
+            .map(|previous| self.table.index.key(previous).to_vec()))
     }
 
     pub fn advance(&mut self) -> Result<()> {
@@ -265,25 +265,28 @@ impl TableIter {
 
     fn skip_exhausted_blocks(&mut self) -> Result<()> {
         while self.data.as_ref().is_some_and(|d| !d.valid()) {
-            self.index
-                .advance()
-                .map_err(|e| self.table.corrupt(format!("index: {e}")))?;
-            self.load_data_block(|it| it.seek_to_first())?;
+            self.load_data_block(self.block + 1, |it| it.seek_to_first())?;
         }
         Ok(())
     }
 
+    /// Reads block `block` of the index (none past the end) and positions in it.
     fn load_data_block(
         &mut self,
+        block: usize,
         position: impl FnOnce(&mut BlockIter) -> Result<(), &'static str>,
     ) -> Result<()> {
-        if !self.index.valid() {
+        self.block = block;
+        if block >= self.table.index.len() {
             self.data = None;
             return Ok(());
         }
-        let handle = BlockHandle::decode(self.index.value())
-            .ok_or_else(|| self.table.corrupt("malformed block handle in index"))?;
-        let mut it = BlockIter::new(self.table.data_block(handle)?);
+        let handle = self.table.index.handle(block);
+        // Reuse the cursor's key buffer: a scan moves through thousands of blocks.
+        let mut it = match self.data.take() {
+            Some(old) => old.reset(self.table.data_block(handle)?),
+            None => BlockIter::new(self.table.data_block(handle)?),
+        };
         position(&mut it).map_err(|e| {
             self.table
                 .corrupt(format!("block at offset {}: {e}", handle.offset))

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use benches::db_bench::{run, Config, Outcome, Store};
-use benches::stores::{BigtableStore, FjallStore};
+use benches::stores::{BigtableStore, FjallStore, Tuning};
 use clap::{Parser, ValueEnum};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -47,6 +47,9 @@ struct Cli {
     /// Block cache bytes (db_bench's --cache_size).
     #[arg(long = "cache_size", default_value_t = 128 << 20)]
     cache_size: usize,
+    /// Memtable bytes before a flush, for both engines (default: each engine's own).
+    #[arg(long = "write_buffer_size")]
+    write_buffer_size: Option<usize>,
     #[arg(long, value_enum, default_value = "bigtable")]
     engine: Which,
     #[arg(long, default_value_t = 301)]
@@ -75,12 +78,16 @@ fn main() -> ExitCode {
         "Keys:       {} bytes each\nValues:     {} bytes each (50% compressible)\nEntries:    {}\nSync:       {sync}",
         cli.key_size, cli.value_size, cli.num
     );
-    let cache = cli.cache_size;
+    let tuning = Tuning {
+        sync,
+        cache_bytes: cli.cache_size,
+        write_buffer_bytes: cli.write_buffer_size,
+    };
     let ours = |path: &std::path::Path, fresh: bool| -> Result<Box<dyn Store>, String> {
-        Ok(Box::new(BigtableStore::open(path, fresh, sync, cache)?))
+        Ok(Box::new(BigtableStore::open(path, fresh, tuning)?))
     };
     let fjall = |path: &std::path::Path, fresh: bool| -> Result<Box<dyn Store>, String> {
-        Ok(Box::new(FjallStore::open(path, fresh, sync, cache as u64)?))
+        Ok(Box::new(FjallStore::open(path, fresh, tuning)?))
     };
     let result = match cli.engine {
         Which::Bigtable => run(&config, &ours).map(|o| print_all("bigtable", &o)),
