@@ -159,7 +159,7 @@ fn keeps(
         // Some reader may see the data as it was before this entry: keep it as is.
         return Ok(true);
     }
-    Ok(match visibility.observe(entry, value)? {
+    Ok(match visibility.observe(&entry.target, entry.seq, value)? {
         Seen::Deletion => !garbage.bottommost,
         Seen::Hidden => false,
         Seen::Visible => match &entry.target {

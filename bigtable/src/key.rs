@@ -193,7 +193,13 @@ impl InternalKey<'_> {
     /// Decodes a key; `None` if the bytes are not a well-formed key.
     pub fn decode(bytes: &[u8]) -> Option<InternalKey<'_>> {
         let (row, n) = get_escaped(bytes)?;
-        let rest = &bytes[n..];
+        let (target, seq) = Self::decode_after_row(&bytes[n..])?;
+        Some(InternalKey { row, target, seq })
+    }
+
+    /// Decodes what follows the row prefix of a key (whose length the caller knows,
+    /// having read the row already): the target and the sequence number.
+    pub fn decode_after_row(rest: &[u8]) -> Option<(Target<'_>, SeqNo)> {
         let (target, rest) = match *rest.first()? {
             TAG_END => (Target::DeleteRow, &rest[1..]),
             TAG_MORE => {
@@ -231,11 +237,7 @@ impl InternalKey<'_> {
         if rest.len() != 8 {
             return None;
         }
-        Some(InternalKey {
-            row,
-            target,
-            seq: get_desc(rest)?,
-        })
+        Some((target, get_desc(rest)?))
     }
 }
 

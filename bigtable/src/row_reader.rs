@@ -10,7 +10,7 @@
 use std::borrow::Cow;
 
 use crate::error::{corruption, Result};
-use crate::key::{row_prefix_len, CellKind, InternalKey, SeqNo, Target, Timestamp};
+use crate::key::{get_escaped, CellKind, InternalKey, SeqNo, Target, Timestamp};
 use crate::merge::EntryCursor;
 use crate::mutation::TimestampRange;
 
@@ -107,15 +107,15 @@ impl RowVisibility {
     }
 
     /// Takes the next entry of the row (in key order).
-    pub fn observe(&mut self, entry: &InternalKey<'_>, value: &[u8]) -> Result<Seen> {
-        Ok(match &entry.target {
+    pub fn observe(&mut self, target: &Target<'_>, seq: SeqNo, value: &[u8]) -> Result<Seen> {
+        Ok(match target {
             Target::DeleteRow => {
-                self.row_tombstone = self.row_tombstone.max(entry.seq);
+                self.row_tombstone = self.row_tombstone.max(seq);
                 Seen::Deletion
             }
             Target::DeleteFamily { family } => {
                 self.enter_family(family);
-                self.family_tombstone = self.family_tombstone.max(entry.seq);
+                self.family_tombstone = self.family_tombstone.max(seq);
                 Seen::Deletion
             }
             Target::Column {
@@ -128,10 +128,10 @@ impl RowVisibility {
                 match kind {
                     CellKind::DeleteCells => {
                         let range = TimestampRange::decode(value).ok_or_else(malformed)?;
-                        self.column_deletes.push((range, entry.seq));
+                        self.column_deletes.push((range, seq));
                         Seen::Deletion
                     }
-                    CellKind::Put if self.admits(*timestamp, entry.seq) => {
+                    CellKind::Put if self.admits(*timestamp, seq) => {
                         self.versions += 1;
                         Seen::Visible
                     }
@@ -177,26 +177,24 @@ impl RowReader {
     /// the row has no visible cell.
     pub fn read(&mut self, cursor: &mut dyn EntryCursor, snapshot: SeqNo) -> Result<Option<Row>> {
         let first = cursor.key();
-        let prefix_len = row_prefix_len(first).ok_or_else(malformed)?;
+        let (row, prefix_len) = get_escaped(first).ok_or_else(malformed)?;
+        let key = row.into_owned();
         self.prefix.clear();
         self.prefix.extend_from_slice(&first[..prefix_len]);
         self.visibility.reset();
-        let mut key = None;
         let mut cells = Vec::new();
         while cursor.valid() && cursor.key().starts_with(&self.prefix) {
-            let entry = InternalKey::decode(cursor.key()).ok_or_else(malformed)?;
-            if key.is_none() {
-                key = Some(entry.row.to_vec());
-            }
-            if entry.seq <= snapshot
-                && self.visibility.observe(&entry, cursor.value())? == Seen::Visible
+            let (target, seq) =
+                InternalKey::decode_after_row(&cursor.key()[prefix_len..]).ok_or_else(malformed)?;
+            if seq <= snapshot
+                && self.visibility.observe(&target, seq, cursor.value())? == Seen::Visible
             {
                 if let Target::Column {
                     family,
                     qualifier,
                     timestamp,
                     ..
-                } = entry.target
+                } = target
                 {
                     cells.push(Cell {
                         family: Cow::into_owned(family),
@@ -209,8 +207,6 @@ impl RowReader {
             }
             cursor.advance()?;
         }
-        Ok(key
-            .filter(|_| !cells.is_empty())
-            .map(|key| Row { key, cells }))
+        Ok((!cells.is_empty()).then_some(Row { key, cells }))
     }
 }
