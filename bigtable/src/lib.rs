@@ -21,6 +21,7 @@ pub mod model;
 pub mod mutation;
 pub mod row_reader;
 pub mod schema;
+pub mod server;
 pub mod sstable;
 pub mod version;
 
