@@ -43,6 +43,9 @@ struct Cli {
     /// Block cache size in MiB.
     #[arg(long, default_value_t = 128)]
     cache_mib: usize,
+    /// Once listening, write the bound address here (useful with port 0).
+    #[arg(long)]
+    address_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -81,6 +84,13 @@ fn run(cli: Cli) -> Result<(), String> {
             .await
             .map_err(|e| format!("listening on {}: {e}", cli.listen))?;
         let address = listener.local_addr().map_err(|e| e.to_string())?;
+        if let Some(file) = &cli.address_file {
+            // Written whole, then renamed, so a reader never sees half an address.
+            let partial = file.with_extension("partial");
+            std::fs::write(&partial, address.to_string())
+                .and_then(|()| std::fs::rename(&partial, file))
+                .map_err(|e| format!("writing {}: {e}", file.display()))?;
+        }
         info!(
             "serving the Cloud Bigtable API on {address} (data in {}); try BIGTABLE_EMULATOR_HOST={address} cbt -project p -instance i ls",
             cli.data_dir.display()
