@@ -27,6 +27,8 @@ impl AdminService {
         AdminService { engine }
     }
 
+    /// Runs `work` with the engine on tokio's blocking pool (a commit may wait for an
+    /// fsync; the async workers must not).
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Engine) -> Result<T, Status> + Send + 'static,

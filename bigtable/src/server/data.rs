@@ -33,7 +33,8 @@ impl DataService {
         DataService { engine }
     }
 
-    /// Runs `work` with the engine on the blocking pool.
+    /// Runs `work` with the engine on tokio's blocking pool (a commit may wait for an
+    /// fsync; the async workers must not).
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Engine) -> Result<T, Status> + Send + 'static,
@@ -44,6 +45,9 @@ impl DataService {
             .map_err(|e| Status::internal(format!("request task failed: {e}")))?
     }
 }
+
+/// Reads of at most this many single rows are answered in one response, in place.
+const POINT_READ_KEYS: usize = 100;
 
 type Streaming<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -97,6 +101,23 @@ fn stream_rows(
     Ok(())
 }
 
+/// A read of a few single rows, as one response (`None`: no row found).
+fn point_reads(
+    engine: &Engine,
+    table: &str,
+    request: &ReadRequest,
+) -> Result<Option<pb::ReadRowsResponse>, Status> {
+    let snapshot = engine.snapshot(table).map_err(status)?;
+    let mut chunks = Vec::new();
+    for row in snapshot.read_rows(request).map_err(status)? {
+        row_chunks(row.map_err(status)?, &mut chunks);
+    }
+    Ok((!chunks.is_empty()).then(|| pb::ReadRowsResponse {
+        chunks,
+        ..Default::default()
+    }))
+}
+
 fn rpc_status(result: crate::Result<()>) -> rpc::Status {
     match result {
         Ok(()) => rpc::Status::default(),
@@ -126,6 +147,17 @@ impl Bigtable for DataService {
         let read = read_request(r)?;
         // Fail fast (NOT_FOUND) before the stream starts.
         self.engine.schema(&table).map_err(status)?;
+        if read.rows.ranges.is_empty()
+            && !read.rows.keys.is_empty()
+            && read.rows.keys.len() <= POINT_READ_KEYS
+        {
+            let response = self
+                .blocking(move |e| point_reads(e, &table, &read))
+                .await?;
+            return Ok(Response::new(Box::pin(tokio_stream::iter(
+                response.map(Ok),
+            ))));
+        }
         let (tx, rx) = mpsc::channel(STREAM_DEPTH);
         let engine = self.engine.clone();
         tokio::task::spawn_blocking(move || {

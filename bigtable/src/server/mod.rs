@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 
 use crate::engine::Engine;
 use generated::admin::bigtable_table_admin_server::BigtableTableAdminServer;
@@ -38,9 +39,18 @@ pub async fn serve(
     let admin = BigtableTableAdminServer::new(admin::AdminService::new(engine))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    // Small responses must leave at once: with Nagle's algorithm on, a one-row read
+    // waited for the client's delayed ACK (40 ms).
+    let connections = TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|stream| {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::warn!("cannot set TCP_NODELAY: {e}");
+            }
+        })
+    });
     tonic::transport::Server::builder()
         .add_service(data)
         .add_service(admin)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(connections, shutdown)
         .await
 }
