@@ -338,6 +338,29 @@ fn writes_and_reads_follow_the_streaming_rules() {
         vec![(3000, vec![3, 3, 3]), (2000, vec![3, 3])]
     );
 
+    let points = read(
+        &server,
+        pb::ReadRowsRequest {
+            rows: Some(pb::RowSet {
+                row_keys: vec![b"row07".to_vec(), b"missing".to_vec(), b"row02".to_vec()],
+                row_ranges: Vec::new(),
+            }),
+            ..all_rows()
+        },
+    );
+    assert_eq!(keys(&points), vec![b"row02".to_vec(), b"row07".to_vec()]);
+    let nothing = read(
+        &server,
+        pb::ReadRowsRequest {
+            rows: Some(pb::RowSet {
+                row_keys: vec![b"missing".to_vec()],
+                row_ranges: Vec::new(),
+            }),
+            ..all_rows()
+        },
+    );
+    assert!(nothing.is_empty());
+
     let limited = read(
         &server,
         pb::ReadRowsRequest {
