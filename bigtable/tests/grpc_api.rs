@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use bigtable::server::row_merger::RowMerger;
 use bigtable::{Engine, EngineOptions};
 use googleapis_tonic_google_bigtable_admin_v2::google::bigtable::admin::v2 as admin;
 use googleapis_tonic_google_bigtable_v2::google::bigtable::v2 as pb;
@@ -127,63 +128,29 @@ fn mutate(server: &Server, row: &[u8], mutations: Vec<pb::Mutation>) -> Result<(
 /// A row as the client library assembles it: family -> qualifier -> [(ts, value)].
 type Cells = BTreeMap<String, BTreeMap<Vec<u8>, Vec<(i64, Vec<u8>)>>>;
 
-/// Reads rows, checking the chunk rules a client enforces while merging them.
+/// Reads rows, merging chunks as a client does (which checks the protocol's rules).
 fn read(server: &Server, request: pb::ReadRowsRequest) -> Vec<(Vec<u8>, Cells)> {
     server.run(async {
         let mut stream = server.data().read_rows(request).await.unwrap().into_inner();
-        let mut rows: Vec<(Vec<u8>, Cells)> = Vec::new();
-        let mut current: Option<(Vec<u8>, Cells)> = None;
-        let (mut family, mut qualifier) = (String::new(), Vec::new());
-        let mut pending_value: Option<Vec<u8>> = None;
+        let mut merger = RowMerger::new();
+        let mut rows = Vec::new();
         while let Some(response) = stream.message().await.unwrap() {
             for chunk in response.chunks {
-                if let Some(value) = pending_value.as_mut() {
-                    assert!(chunk.row_key.is_empty() && chunk.family_name.is_none());
-                    value.extend_from_slice(&chunk.value);
-                } else {
-                    if current.is_none() {
-                        assert!(!chunk.row_key.is_empty(), "a row starts with its key");
-                        if let Some((last, _)) = rows.last() {
-                            assert!(chunk.row_key != *last, "row keys do not repeat");
-                        }
-                        current = Some((chunk.row_key.clone(), Cells::new()));
+                if let Some(row) = merger.push(chunk).unwrap() {
+                    let mut cells = Cells::new();
+                    for c in row.cells {
+                        cells
+                            .entry(String::from_utf8(c.family).unwrap())
+                            .or_default()
+                            .entry(c.qualifier)
+                            .or_default()
+                            .push((c.timestamp, c.value));
                     }
-                    if let Some(f) = chunk.family_name {
-                        family = f;
-                        assert!(
-                            chunk.qualifier.is_some(),
-                            "a new family names its qualifier"
-                        );
-                    }
-                    if let Some(q) = chunk.qualifier {
-                        qualifier = q;
-                    }
-                    pending_value = Some(chunk.value.clone());
-                    let (_, cells) = current.as_mut().unwrap();
-                    cells
-                        .entry(family.clone())
-                        .or_default()
-                        .entry(qualifier.clone())
-                        .or_default()
-                        .push((chunk.timestamp_micros, Vec::new()));
-                }
-                if chunk.value_size > 0 {
-                    continue; // more pieces of this value follow
-                }
-                let value = pending_value.take().unwrap();
-                let (_, cells) = current.as_mut().unwrap();
-                let column = cells.get_mut(&family).unwrap().get_mut(&qualifier).unwrap();
-                column.last_mut().unwrap().1 = value;
-                if chunk.row_status
-                    == Some(pb::read_rows_response::cell_chunk::RowStatus::CommitRow(
-                        true,
-                    ))
-                {
-                    rows.push(current.take().unwrap());
+                    rows.push((row.key, cells));
                 }
             }
         }
-        assert!(current.is_none(), "the last row was committed");
+        assert!(merger.is_idle(), "the last row was committed");
         rows
     })
 }

@@ -10,6 +10,7 @@ mod convert;
 mod data;
 mod generated;
 mod names;
+pub mod row_merger;
 
 use std::future::Future;
 use std::sync::Arc;
