@@ -44,6 +44,7 @@ pub struct ScheduleReport {
     pub in_doubt_lost: u64,
     pub flushes: u64,
     pub compactions: u64,
+    pub splits: u64,
 }
 
 impl std::ops::AddAssign for ScheduleReport {
@@ -53,6 +54,7 @@ impl std::ops::AddAssign for ScheduleReport {
         self.in_doubt_lost += o.in_doubt_lost;
         self.flushes += o.flushes;
         self.compactions += o.compactions;
+        self.splits += o.splits;
     }
 }
 
@@ -87,6 +89,7 @@ fn options() -> EngineOptions {
         level_multiplier: 2,
         l0_compaction_trigger: 2,
         log_segment_bytes: 1024,
+        tablet_split_bytes: 1000,
         ..EngineOptions::tiny()
     }
 }
@@ -139,6 +142,7 @@ pub fn run_schedule(seed: u64, config: &ScheduleConfig) -> Result<ScheduleReport
         let stats = engine.stats();
         report.flushes += stats.flushes;
         report.compactions += stats.compactions;
+        report.splits += stats.splits;
         drop(engine);
         let mode = if rng.one_in(2) {
             CrashMode::DropUnsynced
@@ -322,18 +326,49 @@ fn check(
                 .is_some_and(|m| m.keys().any(|(r, _, _)| r == row)),
             _ => false,
         };
-        let mut candidate = model.clone();
-        apply_op(&mut candidate, &op, matched);
-        if actual == expected_contents(&candidate) {
-            report.in_doubt_kept += 1;
-            *model = candidate;
-            return Ok(());
+        for candidate_op in outcomes(&op) {
+            let mut candidate = model.clone();
+            apply_op(&mut candidate, &candidate_op, matched);
+            if actual == expected_contents(&candidate) {
+                report.in_doubt_kept += 1;
+                *model = candidate;
+                return Ok(());
+            }
         }
     }
     Err(format!(
         "after reopen the tables differ from every acceptable state: {}",
         first_difference(&actual, &expected_contents(model))
     ))
+}
+
+/// What an interrupted operation may have left applied: all of a single-row operation;
+/// for a batch, any subset of its rows (each row is atomic, the batch is not: rows in
+/// different tablets are separate log records).
+fn outcomes(op: &Op) -> Vec<Op> {
+    match op {
+        Op::Mutate(table, batch) if batch.len() > 1 && batch.len() <= 10 => (1..1u32
+            << batch.len())
+            .map(|mask| {
+                let subset = batch
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| mask & (1 << i) != 0)
+                    .map(|(_, e)| e.clone())
+                    .collect();
+                Op::Mutate(table, subset)
+            })
+            .collect(),
+        Op::Mutate(table, batch) => vec![Op::Mutate(table, batch.clone())],
+        Op::CheckAndMutate(table, row, if_true, if_false) => vec![Op::CheckAndMutate(
+            table,
+            row.clone(),
+            if_true.clone(),
+            if_false.clone(),
+        )],
+        Op::Flush => vec![Op::Flush],
+        Op::CompactAll => vec![Op::CompactAll],
+    }
 }
 
 /// The first row where two contents differ, with values shown by their unique number.

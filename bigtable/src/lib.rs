@@ -23,6 +23,7 @@ pub mod row_reader;
 pub mod schema;
 pub mod server;
 pub mod sstable;
+pub mod tablet;
 pub mod version;
 
 pub use wal::fs;

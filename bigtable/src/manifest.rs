@@ -12,6 +12,7 @@ use crate::coding::{get_u32_le, get_u64_le, put_varint, Reader};
 use crate::error::{corruption, io_error, Result};
 use crate::key::SeqNo;
 use crate::schema::{get_bytes, put_bytes, TableSchema};
+use crate::tablet::TabletRange;
 use wal::fs::SharedFs;
 use wal::{SyncPolicy, Wal, WalOptions};
 
@@ -81,6 +82,20 @@ pub enum Edit {
     NextId(u64),
     /// Sequence numbers up to this were used.
     LastSeq(SeqNo),
+    /// The tablet `tree` holds rows `start <= row < end` (`end = None`: no bound).
+    SetRange {
+        tree: TreeId,
+        start: Vec<u8>,
+        end: Option<Vec<u8>>,
+    },
+    /// The tablet `parent` becomes `left` (its rows below `at`) and `right` (the rest),
+    /// both holding the parent's SSTables until compactions rewrite them.
+    SplitTablet {
+        parent: TreeId,
+        left: TreeId,
+        right: TreeId,
+        at: Vec<u8>,
+    },
 }
 
 /// The state the manifest describes.
@@ -99,6 +114,8 @@ pub struct TreeMeta {
     /// `levels[0]` may overlap (newest file last); deeper levels are sorted by row and
     /// never share a row between files.
     pub levels: Vec<Vec<FileMeta>>,
+    /// The tablet's rows.
+    pub range: TabletRange,
 }
 
 pub const MAX_LEVELS: usize = 7;
@@ -115,6 +132,7 @@ impl ManifestState {
                         schema: schema.clone(),
                         flushed_seq: 0,
                         levels: vec![Vec::new(); MAX_LEVELS],
+                        range: TabletRange::all(),
                     },
                 );
             }
@@ -143,6 +161,30 @@ impl ManifestState {
             }
             Edit::NextId(id) => self.next_id = self.next_id.max(*id),
             Edit::LastSeq(seq) => self.last_seq = self.last_seq.max(*seq),
+            Edit::SetRange { tree, start, end } => {
+                self.tree(*tree)?.range = TabletRange {
+                    start: start.clone(),
+                    end: end.clone(),
+                }
+            }
+            Edit::SplitTablet {
+                parent,
+                left,
+                right,
+                at,
+            } => {
+                let meta = self.tree(*parent)?.clone();
+                if !meta.range.contains(at) || meta.range.start == *at {
+                    return Err(format!("split point outside tablet {parent}"));
+                }
+                self.trees.remove(parent);
+                let (l, r) = meta.range.split(at);
+                for (id, range) in [(*left, l), (*right, r)] {
+                    let mut child = meta.clone();
+                    child.range = range;
+                    self.trees.insert(id, child);
+                }
+            }
         }
         Ok(())
     }
@@ -173,6 +215,13 @@ impl ManifestState {
                 tree,
                 seq: meta.flushed_seq,
             });
+            if !meta.range.is_all() {
+                edits.push(Edit::SetRange {
+                    tree,
+                    start: meta.range.start.clone(),
+                    end: meta.range.end.clone(),
+                });
+            }
             for (level, files) in meta.levels.iter().enumerate() {
                 for file in files {
                     edits.push(Edit::AddFile {
@@ -242,6 +291,30 @@ fn encode_edit(out: &mut Vec<u8>, edit: &Edit) {
             out.push(8);
             put_varint(out, *seq);
         }
+        Edit::SetRange { tree, start, end } => {
+            out.push(9);
+            put_varint(out, *tree);
+            put_bytes(out, start);
+            match end {
+                None => out.push(0),
+                Some(end) => {
+                    out.push(1);
+                    put_bytes(out, end);
+                }
+            }
+        }
+        Edit::SplitTablet {
+            parent,
+            left,
+            right,
+            at,
+        } => {
+            out.push(10);
+            for id in [parent, left, right] {
+                put_varint(out, *id);
+            }
+            put_bytes(out, at);
+        }
     }
 }
 
@@ -291,6 +364,21 @@ fn decode_edit(r: &mut Reader<'_>) -> Option<Edit> {
         },
         7 => Edit::NextId(r.varint()?),
         8 => Edit::LastSeq(r.varint()?),
+        9 => Edit::SetRange {
+            tree: r.varint()?,
+            start: get_bytes(r)?.to_vec(),
+            end: match r.u8()? {
+                0 => None,
+                1 => Some(get_bytes(r)?.to_vec()),
+                _ => return None,
+            },
+        },
+        10 => Edit::SplitTablet {
+            parent: r.varint()?,
+            left: r.varint()?,
+            right: r.varint()?,
+            at: get_bytes(r)?.to_vec(),
+        },
         _ => return None,
     })
 }
@@ -374,8 +462,14 @@ impl Manifest {
 
     /// Starts a new generation holding `state` and switches `CURRENT` to it.
     pub fn rotate(&mut self, state: &ManifestState) -> Result<()> {
-        let next =
-            Manifest::start_generation(self.fs.clone(), &self.dir, self.generation + 1, state)?;
+        // Never reuse a generation number: a switch lost in a crash may have left that
+        // directory behind with a stale snapshot in it, whose removal may not be durable.
+        let newest_seen = generations(&self.fs, &self.dir)?
+            .into_iter()
+            .max()
+            .unwrap_or(0);
+        let generation = self.generation.max(newest_seen) + 1;
+        let next = Manifest::start_generation(self.fs.clone(), &self.dir, generation, state)?;
         let records_per_generation = self.records_per_generation;
         let old = std::mem::replace(self, next);
         self.records_per_generation = records_per_generation;
@@ -444,20 +538,28 @@ fn remove_generation(fs: &SharedFs, dir: &Path, generation: u64) -> Result<()> {
         fs.remove(&log_dir.join(name))
             .map_err(io_error(context()))?;
     }
+    // The removals must be durable before the directory goes: otherwise a crash can
+    // bring its old files back into a later generation of the same number.
+    fs.sync_dir(&log_dir).map_err(io_error(context()))?;
     fs.remove_dir(&log_dir).map_err(io_error(context()))?;
     fs.sync_dir(dir).map_err(io_error(context()))
 }
 
-/// Generations left behind by a crash during a switch.
-fn remove_other_generations(fs: &SharedFs, dir: &Path, keep: u64) -> Result<()> {
+/// The generations that have a directory.
+fn generations(fs: &SharedFs, dir: &Path) -> Result<Vec<u64>> {
     let names = fs
         .list(dir)
         .map_err(io_error(format!("listing {}", dir.display())))?;
-    for name in names {
-        let generation = name
-            .strip_prefix("manifest-")
-            .and_then(|g| g.parse::<u64>().ok());
-        if let Some(g) = generation.filter(|&g| g != keep) {
+    Ok(names
+        .iter()
+        .filter_map(|name| name.strip_prefix("manifest-")?.parse::<u64>().ok())
+        .collect())
+}
+
+/// Generations left behind by a crash during a switch.
+fn remove_other_generations(fs: &SharedFs, dir: &Path, keep: u64) -> Result<()> {
+    for g in generations(fs, dir)? {
+        if g != keep {
             remove_generation(fs, dir, g)?;
         }
     }

@@ -4,7 +4,7 @@
 use bigtable::crash_check::{run_schedule, ScheduleConfig, ScheduleReport};
 
 #[test]
-fn acknowledged_writes_survive_crashes_during_writes_flushes_and_compactions() {
+fn acknowledged_writes_survive_crashes_during_writes_flushes_compactions_and_splits() {
     let config = ScheduleConfig::default();
     let mut total = ScheduleReport::default();
     for seed in 0..300 {
@@ -16,6 +16,7 @@ fn acknowledged_writes_survive_crashes_during_writes_flushes_and_compactions() {
     // The schedules must have exercised what they claim to.
     assert!(total.acknowledged > 10_000, "{total:?}");
     assert!(total.flushes > 300 && total.compactions > 100, "{total:?}");
+    assert!(total.splits > 100, "tablets split: {total:?}");
     assert!(
         total.in_doubt_kept > 0 && total.in_doubt_lost > 0,
         "{total:?}"

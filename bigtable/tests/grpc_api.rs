@@ -505,7 +505,19 @@ fn batches_conditions_and_read_modify_write() {
 #[test]
 fn samples_drop_row_range_and_errors() {
     let server = Server::start();
-    create_table(&server);
+    let table = admin::Table {
+        column_families: [("cf".to_string(), family(2))].into_iter().collect(),
+        ..Default::default()
+    };
+    let split = |key: &[u8]| admin::create_table_request::Split { key: key.to_vec() };
+    server
+        .run(server.admin().create_table(admin::CreateTableRequest {
+            parent: INSTANCE.into(),
+            table_id: "t".into(),
+            table: Some(table),
+            initial_splits: vec![split(b"even"), split(b"odd")],
+        }))
+        .unwrap();
     for i in 0..300u32 {
         let prefix = if i % 2 == 0 { "even" } else { "odd" };
         mutate(
@@ -532,6 +544,12 @@ fn samples_drop_row_range_and_errors() {
         out
     });
     let last = samples.last().unwrap();
+    for split in [b"even".to_vec(), b"odd".to_vec()] {
+        assert!(
+            samples.iter().any(|s| s.row_key == split),
+            "the initial split {split:?} is a tablet boundary"
+        );
+    }
     assert!(last.row_key.is_empty(), "the last sample ends the table");
     assert!(samples
         .windows(2)

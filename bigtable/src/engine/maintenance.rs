@@ -17,6 +17,7 @@ use crate::manifest::{Edit, FileMeta, Manifest, ManifestState, TreeId, MAX_LEVEL
 use crate::memtable::Memtable;
 use crate::merge::{EntryCursor, MergingCursor};
 use crate::sstable::Table;
+use crate::tablet::TabletChain;
 use crate::version::{FrozenMemtable, LevelFile, TreeVersion};
 use wal::fs::SharedFs;
 
@@ -41,13 +42,14 @@ pub(super) fn open_trees(
     new_memtable: &dyn Fn() -> Arc<Memtable>,
 ) -> Result<State> {
     let mut state = State {
-        names: Default::default(),
+        tables: Default::default(),
         trees: Default::default(),
         next_id: manifest.next_id.max(1),
     };
     for (&id, meta) in &manifest.trees {
         let mut tree = Tree::new(&meta.name, meta.schema.clone(), new_memtable());
         tree.flushed_seq = meta.flushed_seq;
+        tree.range = meta.range.clone();
         let mut version = TreeVersion::clone(&tree.version);
         for (level, files) in meta.levels.iter().enumerate() {
             for file in files {
@@ -60,8 +62,24 @@ pub(super) fn open_trees(
             }
         }
         tree.version = Arc::new(version);
-        state.names.insert(meta.name.clone(), id);
+        state.tables.entry(meta.name.clone()).or_default().push(id);
         state.trees.insert(id, tree);
+    }
+    let names: Vec<String> = state.tables.keys().cloned().collect();
+    for name in names {
+        state.sort_tablets(&name);
+    }
+    // Tablets of one table share its schema.
+    for tablets in state.tables.values() {
+        let mut shared: Option<Arc<crate::schema::TableSchema>> = None;
+        for id in tablets {
+            if let Some(t) = state.trees.get_mut(id) {
+                match &shared {
+                    Some(schema) => t.schema = schema.clone(),
+                    None => shared = Some(t.schema.clone()),
+                }
+            }
+        }
     }
     Ok(state)
 }
@@ -103,7 +121,7 @@ impl Core {
 
     /// Must be called with the state locked: sequence numbers are allocated under the
     /// same lock, so every write numbered up to the boundary went to the frozen memtable.
-    fn freeze_locked(&self, tree: &mut Tree) {
+    pub(super) fn freeze_locked(&self, tree: &mut Tree) {
         let mut version = TreeVersion::clone(&tree.version);
         let mem = std::mem::replace(&mut version.mem, self.options.new_memtable());
         version.frozen.push(FrozenMemtable {
@@ -183,6 +201,8 @@ impl Core {
             self.flush_frozen(&mut manifest, tree, frozen)?;
         } else if let Some(job) = self.pick_compaction() {
             self.run_compaction(&mut manifest, job)?;
+        } else if let Some((tree, at)) = self.pick_split() {
+            self.split_tablet(&mut manifest, tree, at)?;
         } else {
             return Ok(false);
         }
@@ -193,14 +213,14 @@ impl Core {
         Ok(true)
     }
 
-    fn alloc_id(&self) -> u64 {
+    pub(super) fn alloc_id(&self) -> u64 {
         let mut state = self.state.lock();
         let id = state.next_id;
         state.next_id += 1;
         id
     }
 
-    fn next_id(&self) -> u64 {
+    pub(super) fn next_id(&self) -> u64 {
         self.state.lock().next_id
     }
 
@@ -229,7 +249,7 @@ impl Core {
             .collect()
     }
 
-    fn flush_frozen(
+    pub(super) fn flush_frozen(
         &self,
         manifest: &mut Manifest,
         tree: TreeId,
@@ -387,7 +407,10 @@ impl Core {
         });
         if !job.trivial_move {
             for (_, input) in &job.inputs {
-                self.delete_table_file(input.meta.id);
+                // The other half of a split tablet may still read it.
+                if !self.file_in_use(input.meta.id) {
+                    self.delete_table_file(input.meta.id);
+                }
             }
             let mut stats = self.stats.lock();
             stats.compactions += 1;
@@ -398,10 +421,10 @@ impl Core {
 
     /// Merges the job's inputs into new tables, dropping garbage.
     fn merge_inputs(&self, job: &Job) -> Result<Vec<Arc<LevelFile>>> {
-        let schema = {
+        let (schema, range) = {
             let state = self.state.lock();
             match state.trees.get(&job.tree) {
-                Some(t) => t.schema.clone(),
+                Some(t) => (t.schema.clone(), t.range.clone()),
                 None => return Ok(Vec::new()),
             }
         };
@@ -417,7 +440,14 @@ impl Core {
             .iter()
             .map(|(_, f)| Box::new(f.table.iter()) as Box<dyn EntryCursor>)
             .collect();
-        let mut cursor = MergingCursor::new(sources);
+        let merged: Box<dyn EntryCursor> = Box::new(MergingCursor::new(sources));
+        // Inputs a split tablet shares with its sibling also hold the sibling's rows:
+        // only this tablet's range is written out.
+        let mut cursor: Box<dyn EntryCursor> = if range.is_all() {
+            merged
+        } else {
+            Box::new(TabletChain::new(vec![(range, merged)]))
+        };
         cursor.seek_to_first()?;
         let mut new_id = || self.alloc_id();
         let mut sink = TableSink::new(
@@ -427,7 +457,7 @@ impl Core {
             self.options.target_file_bytes,
             &mut new_id,
         );
-        let dropped = compact(&mut cursor, &garbage, &mut sink)?;
+        let dropped = compact(cursor.as_mut(), &garbage, &mut sink)?;
         let outputs = self.open_written(sink.finish()?)?;
         self.stats.lock().dropped_entries += dropped;
         Ok(outputs)
@@ -468,7 +498,6 @@ impl Core {
     }
 }
 
-/// Chooses the inputs of a compaction out of `level` of `tree`.
 /// Whether no two of the files hold a common row.
 fn rows_disjoint(files: &[Arc<LevelFile>]) -> bool {
     let mut ranges: Vec<(&[u8], &[u8])> = files
@@ -484,6 +513,7 @@ fn rows_disjoint(files: &[Arc<LevelFile>]) -> bool {
     ranges.windows(2).all(|w| w[0].1 < w[1].0)
 }
 
+/// Chooses the inputs of a compaction out of `level` of `tree`.
 fn plan_compaction(id: TreeId, tree: &mut Tree, level: usize) -> Job {
     let v = &tree.version;
     let from_level: Vec<Arc<LevelFile>> = if level == 0 {

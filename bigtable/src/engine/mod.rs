@@ -11,6 +11,7 @@ mod log_record;
 mod maintenance;
 mod options;
 mod read;
+mod split;
 mod write;
 
 use std::collections::BTreeMap;
@@ -27,6 +28,7 @@ use crate::key::SeqNo;
 use crate::manifest::{Edit, Manifest, ManifestState, TreeId};
 use crate::memtable::Memtable;
 use crate::schema::TableSchema;
+use crate::tablet::TabletRange;
 use crate::version::TreeVersion;
 use wal::fs::SharedFs;
 use wal::{Wal, WalOptions};
@@ -70,11 +72,50 @@ struct Wakeup {
 }
 
 struct State {
-    names: BTreeMap<String, TreeId>,
+    /// Table name -> its tablets, in row order.
+    tables: BTreeMap<String, Vec<TreeId>>,
+    /// Every tablet of every table.
     trees: BTreeMap<TreeId, Tree>,
     next_id: u64,
 }
 
+impl State {
+    fn tablets(&self, name: &str) -> Result<&[TreeId]> {
+        self.tables
+            .get(name)
+            .map(Vec::as_slice)
+            .ok_or_else(|| Error::NotFound(format!("table {name}")))
+    }
+
+    /// The tablet of `name` that holds `row`.
+    fn route(&self, name: &str, row: &[u8]) -> Result<(TreeId, &Tree)> {
+        let tablets = self.tablets(name)?;
+        let at = tablets.partition_point(|id| {
+            self.trees
+                .get(id)
+                .is_some_and(|t| t.range.start.as_slice() <= row)
+        });
+        let id = tablets[at.saturating_sub(1)];
+        let tree = self
+            .trees
+            .get(&id)
+            .ok_or_else(|| Error::NotFound(format!("table {name}")))?;
+        Ok((id, tree))
+    }
+
+    /// Puts a table's tablets back in row order.
+    fn sort_tablets(&mut self, name: &str) {
+        let trees = &self.trees;
+        if let Some(tablets) = self.tables.get_mut(name) {
+            tablets.sort_by(|a, b| {
+                let start = |id| trees.get(id).map(|t: &Tree| t.range.start.clone());
+                start(a).cmp(&start(b))
+            });
+        }
+    }
+}
+
+/// One tablet: a row range of a table, with its own LSM tree.
 struct Tree {
     name: String,
     schema: Arc<TableSchema>,
@@ -82,6 +123,9 @@ struct Tree {
     flushed_seq: SeqNo,
     /// Per level, the last row compacted out of it (compactions go round the level).
     compact_pointers: Vec<Vec<u8>>,
+    range: TabletRange,
+    /// Being split: writers wait until its halves replace it.
+    splitting: bool,
 }
 
 /// Counters of the work the engine did.
@@ -97,6 +141,8 @@ pub struct EngineStats {
     pub dropped_entries: u64,
     /// Writes delayed or stalled because compaction was behind.
     pub throttled_writes: u64,
+    /// Tablets split in two.
+    pub splits: u64,
 }
 
 /// Levels of one table, for observability.
@@ -217,28 +263,68 @@ impl Engine {
 
     /// Creates a table with the given column families.
     pub fn create_table(&self, name: &str, schema: TableSchema) -> Result<()> {
+        self.create_table_with_splits(name, schema, &[])
+    }
+
+    /// Creates a table already split into tablets at `splits` (row keys; each starts a
+    /// tablet).
+    pub fn create_table_with_splits(
+        &self,
+        name: &str,
+        schema: TableSchema,
+        splits: &[Vec<u8>],
+    ) -> Result<()> {
         if name.is_empty() {
             return Err(Error::InvalidArgument("table name is empty".into()));
         }
+        let mut starts: Vec<Vec<u8>> = splits.iter().filter(|s| !s.is_empty()).cloned().collect();
+        starts.sort();
+        starts.dedup();
+        starts.insert(0, Vec::new());
         let mut manifest = self.core.maintenance.lock();
         let mut state = self.core.state.lock();
-        if state.names.contains_key(name) {
+        if state.tables.contains_key(name) {
             return Err(Error::AlreadyExists(format!("table {name}")));
         }
-        let tree = state.next_id;
-        state.next_id += 1;
-        manifest.append(&[
-            Edit::CreateTable {
+        let mut edits = Vec::new();
+        let mut tablets = Vec::new();
+        for (i, start) in starts.iter().enumerate() {
+            let tree = state.next_id;
+            state.next_id += 1;
+            let range = TabletRange {
+                start: start.clone(),
+                end: starts.get(i + 1).cloned(),
+            };
+            edits.push(Edit::CreateTable {
                 tree,
                 name: name.to_string(),
                 schema: schema.clone(),
-            },
-            Edit::NextId(state.next_id),
-        ])?;
-        state.names.insert(name.to_string(), tree);
-        state.trees.insert(
-            tree,
-            Tree::new(name, schema, self.core.options.new_memtable()),
+            });
+            if !range.is_all() {
+                edits.push(Edit::SetRange {
+                    tree,
+                    start: range.start.clone(),
+                    end: range.end.clone(),
+                });
+            }
+            tablets.push((tree, range));
+        }
+        edits.push(Edit::NextId(state.next_id));
+        manifest.append(&edits)?;
+        let schema = Arc::new(schema);
+        for (tree, range) in &tablets {
+            let mut t = Tree::new(
+                name,
+                TableSchema::clone(&schema),
+                self.core.options.new_memtable(),
+            );
+            t.schema = schema.clone();
+            t.range = range.clone();
+            state.trees.insert(*tree, t);
+        }
+        state.tables.insert(
+            name.to_string(),
+            tablets.into_iter().map(|(id, _)| id).collect(),
         );
         Ok(())
     }
@@ -247,13 +333,21 @@ impl Engine {
     /// Cells of a dropped family are hidden at once and removed by compactions.
     pub fn set_schema(&self, name: &str, schema: TableSchema) -> Result<()> {
         let mut manifest = self.core.maintenance.lock();
-        let tree = self.core.tree_id(name)?;
-        manifest.append(&[Edit::SetSchema {
-            tree,
-            schema: schema.clone(),
-        }])?;
-        if let Some(t) = self.core.state.lock().trees.get_mut(&tree) {
-            t.schema = Arc::new(schema);
+        let tablets = self.core.state.lock().tablets(name)?.to_vec();
+        let edits: Vec<Edit> = tablets
+            .iter()
+            .map(|&tree| Edit::SetSchema {
+                tree,
+                schema: schema.clone(),
+            })
+            .collect();
+        manifest.append(&edits)?;
+        let schema = Arc::new(schema);
+        let mut state = self.core.state.lock();
+        for tree in tablets {
+            if let Some(t) = state.trees.get_mut(&tree) {
+                t.schema = schema.clone();
+            }
         }
         Ok(())
     }
@@ -261,17 +355,24 @@ impl Engine {
     /// Deletes a table and its files.
     pub fn drop_table(&self, name: &str) -> Result<()> {
         let mut manifest = self.core.maintenance.lock();
-        let tree = self.core.tree_id(name)?;
-        manifest.append(&[Edit::DropTable { tree }])?;
-        let removed = {
+        let tablets = self.core.state.lock().tablets(name)?.to_vec();
+        let edits: Vec<Edit> = tablets
+            .iter()
+            .map(|&tree| Edit::DropTable { tree })
+            .collect();
+        manifest.append(&edits)?;
+        let mut files = std::collections::BTreeSet::new();
+        {
             let mut state = self.core.state.lock();
-            state.names.remove(name);
-            state.trees.remove(&tree)
-        };
-        if let Some(t) = removed {
-            for file in t.version.levels.iter().flatten() {
-                self.core.delete_table_file(file.meta.id);
+            state.tables.remove(name);
+            for tree in &tablets {
+                if let Some(t) = state.trees.remove(tree) {
+                    files.extend(t.version.levels.iter().flatten().map(|f| f.meta.id));
+                }
             }
+        }
+        for id in files {
+            self.core.delete_table_file(id);
         }
         drop(manifest);
         self.core.truncate_log()
@@ -279,16 +380,23 @@ impl Engine {
 
     pub fn schema(&self, name: &str) -> Result<TableSchema> {
         let state = self.core.state.lock();
-        let tree = state
-            .names
-            .get(name)
-            .and_then(|id| state.trees.get(id))
-            .ok_or_else(|| Error::NotFound(format!("table {name}")))?;
+        let (_, tree) = state.route(name, &[])?;
         Ok(TableSchema::clone(&tree.schema))
     }
 
     pub fn list_tables(&self) -> Vec<String> {
-        self.core.state.lock().names.keys().cloned().collect()
+        self.core.state.lock().tables.keys().cloned().collect()
+    }
+
+    /// A table's tablets in row order: each one's rows and its SSTable bytes.
+    pub fn tablets(&self, name: &str) -> Result<Vec<(TabletRange, u64)>> {
+        let state = self.core.state.lock();
+        state
+            .tablets(name)?
+            .iter()
+            .filter_map(|id| state.trees.get(id))
+            .map(|t| Ok((t.range.clone(), split::tablet_bytes(t))))
+            .collect()
     }
 
     /// Flushes every memtable to SSTables (and waits for it).
@@ -317,17 +425,28 @@ impl Engine {
         self.core.log.stats().bytes
     }
 
-    /// Files and bytes per level of a table.
+    /// Files and bytes per level of a table, over its tablets (a file two tablets still
+    /// share after a split counts once).
     pub fn levels(&self, name: &str) -> Result<Vec<LevelSummary>> {
-        let (_, _, version) = self.core.current(name)?;
-        Ok(version
-            .levels
+        let state = self.core.state.lock();
+        let mut levels: Vec<std::collections::BTreeMap<u64, u64>> =
+            vec![Default::default(); crate::manifest::MAX_LEVELS];
+        for tree in state
+            .tablets(name)?
             .iter()
+            .filter_map(|id| state.trees.get(id))
+        {
+            for (level, files) in tree.version.levels.iter().enumerate() {
+                levels[level].extend(files.iter().map(|f| (f.meta.id, f.meta.size)));
+            }
+        }
+        Ok(levels
+            .into_iter()
             .enumerate()
             .map(|(level, files)| LevelSummary {
                 level,
                 files: files.len(),
-                bytes: files.iter().map(|f| f.meta.size).sum(),
+                bytes: files.values().sum(),
             })
             .collect())
     }
@@ -367,31 +486,28 @@ impl Tree {
             version: Arc::new(TreeVersion::new(mem)),
             flushed_seq: 0,
             compact_pointers: vec![Vec::new(); crate::manifest::MAX_LEVELS],
+            range: TabletRange::all(),
+            splitting: false,
+        }
+    }
+
+    /// One half of a split tablet: the parent's SSTables (shared), an empty memtable.
+    fn half(parent: &Tree, range: TabletRange, mem: Arc<Memtable>) -> Tree {
+        let mut version = TreeVersion::new(mem);
+        version.levels = parent.version.levels.clone();
+        Tree {
+            name: parent.name.clone(),
+            schema: parent.schema.clone(),
+            version: Arc::new(version),
+            flushed_seq: parent.flushed_seq,
+            compact_pointers: vec![Vec::new(); crate::manifest::MAX_LEVELS],
+            range,
+            splitting: false,
         }
     }
 }
 
 impl Core {
-    fn tree_id(&self, name: &str) -> Result<TreeId> {
-        self.state
-            .lock()
-            .names
-            .get(name)
-            .copied()
-            .ok_or_else(|| Error::NotFound(format!("table {name}")))
-    }
-
-    /// A table's id, schema and current version.
-    fn current(&self, name: &str) -> Result<(TreeId, Arc<TableSchema>, Arc<TreeVersion>)> {
-        let state = self.state.lock();
-        let (id, tree) = state
-            .names
-            .get(name)
-            .and_then(|id| state.trees.get(id).map(|t| (*id, t)))
-            .ok_or_else(|| Error::NotFound(format!("table {name}")))?;
-        Ok((id, tree.schema.clone(), tree.version.clone()))
-    }
-
     /// The state as the manifest would describe it (for a new manifest generation).
     fn manifest_state(&self) -> ManifestState {
         let state = self.state.lock();
@@ -413,6 +529,7 @@ impl Core {
                         .iter()
                         .map(|files| files.iter().map(|f| f.meta.clone()).collect())
                         .collect(),
+                    range: tree.range.clone(),
                 },
             );
         }

@@ -41,6 +41,8 @@ pub struct EngineOptions {
     pub background_maintenance: bool,
     /// The manifest starts a new generation (a snapshot) after this many edit records.
     pub manifest_rotation_records: u64,
+    /// A tablet splits in two when its SSTables hold more than this many bytes.
+    pub tablet_split_bytes: u64,
     /// `sample_row_keys` reports a key about every this many bytes.
     pub sample_bytes: u64,
     pub clock: Arc<dyn Clock>,
@@ -72,6 +74,7 @@ impl Default for EngineOptions {
             max_write_stall: Duration::from_secs(60),
             background_maintenance: true,
             sample_bytes: 16 << 20,
+            tablet_split_bytes: 128 << 20,
             manifest_rotation_records: 4096,
             clock: Arc::new(SystemClock),
         }
@@ -93,6 +96,7 @@ impl EngineOptions {
             level1_bytes: 16 << 10,
             level_multiplier: 4,
             sample_bytes: 1 << 10,
+            tablet_split_bytes: 32 << 10,
             manifest_rotation_records: 16,
             ..EngineOptions::default()
         }

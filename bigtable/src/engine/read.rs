@@ -12,6 +12,7 @@ use crate::key::{key_row, row_end, row_prefix, SeqNo, Timestamp};
 use crate::merge::{EntryCursor, MergingCursor};
 use crate::row_reader::{Row, RowReader};
 use crate::schema::TableSchema;
+use crate::tablet::{TabletChain, TabletRange};
 use crate::version::{RowScope, TreeVersion};
 
 /// Rows from `start` to `end`.
@@ -127,7 +128,8 @@ pub struct ReadRequest {
 pub struct TableSnapshot {
     seq: SeqNo,
     schema: Arc<TableSchema>,
-    version: Arc<TreeVersion>,
+    /// The table's tablets in row order, each with its version.
+    tablets: Vec<(TabletRange, Arc<TreeVersion>)>,
     now: Timestamp,
     _registration: SnapshotGuard,
 }
@@ -157,31 +159,42 @@ impl Engine {
     }
 
     /// Keys splitting the table into pieces of about `sample_bytes` of SSTable data,
-    /// each with the bytes before it; the last sample has an empty key and the total.
+    /// each with the bytes before it: every tablet boundary, and block boundaries
+    /// within tablets. The last sample has an empty key and the total.
     pub fn sample_row_keys(&self, table: &str) -> Result<Vec<(Vec<u8>, u64)>> {
-        let (_, _, version) = self.core.current(table)?;
-        let mut blocks = Vec::new();
-        for file in version.levels.iter().flatten() {
-            let mut previous_end = 0;
-            for (key, end) in file.table.block_boundaries() {
-                let row = key_row(&key)
-                    .ok_or_else(|| corruption(file.table.path(), "malformed index key"))?
-                    .into_owned();
-                blocks.push((row, end - previous_end));
-                previous_end = end;
-            }
-        }
-        blocks.sort();
+        let tablets = self.snapshot(table)?.tablets;
         let mut samples: Vec<(Vec<u8>, u64)> = Vec::new();
-        let (mut total, mut since_sample) = (0, 0);
-        for (row, bytes) in blocks {
-            total += bytes;
-            since_sample += bytes;
-            if since_sample >= self.core.options.sample_bytes
-                && samples.last().is_none_or(|(last, _)| *last != row)
-            {
-                samples.push((row, total));
-                since_sample = 0;
+        let mut total = 0;
+        for (range, version) in &tablets {
+            let mut blocks = Vec::new();
+            for file in version.levels.iter().flatten() {
+                let mut previous_end = 0;
+                for (key, end) in file.table.block_boundaries() {
+                    let row = key_row(&key)
+                        .ok_or_else(|| corruption(file.table.path(), "malformed index key"))?
+                        .into_owned();
+                    if range.contains(&row) {
+                        blocks.push((row, end - previous_end));
+                    }
+                    previous_end = end;
+                }
+            }
+            blocks.sort();
+            let mut since_sample = 0;
+            for (row, bytes) in blocks {
+                total += bytes;
+                since_sample += bytes;
+                if since_sample >= self.core.options.sample_bytes
+                    && samples.last().is_none_or(|(last, _)| *last != row)
+                {
+                    samples.push((row, total));
+                    since_sample = 0;
+                }
+            }
+            if let Some(end) = &range.end {
+                if samples.last().is_none_or(|(last, _)| last != end) {
+                    samples.push((end.clone(), total));
+                }
             }
         }
         samples.push((Vec::new(), total));
@@ -192,19 +205,20 @@ impl Engine {
 impl Core {
     fn snapshot(&self, table: &str) -> Result<TableSnapshot> {
         let state = self.state.lock();
-        let id = state
-            .names
-            .get(table)
-            .ok_or_else(|| crate::Error::NotFound(format!("table {table}")))?;
-        let tree = state
-            .trees
-            .get(id)
-            .ok_or_else(|| crate::Error::NotFound(format!("table {table}")))?;
+        let mut tablets = Vec::new();
+        let mut schema = None;
+        for id in state.tablets(table)? {
+            if let Some(t) = state.trees.get(id) {
+                schema.get_or_insert_with(|| t.schema.clone());
+                tablets.push((t.range.clone(), t.version.clone()));
+            }
+        }
+        let schema = schema.ok_or_else(|| crate::Error::NotFound(format!("table {table}")))?;
         let seq = self.commits.visible();
         Ok(TableSnapshot {
             seq,
-            schema: tree.schema.clone(),
-            version: tree.version.clone(),
+            schema,
+            tablets,
             now: self.options.clock.now_micros(),
             _registration: self.snapshots.register(seq),
         })
@@ -212,6 +226,25 @@ impl Core {
 }
 
 impl TableSnapshot {
+    /// A cursor over the entries of rows `start..=end` (`end = None`: to the end), across
+    /// the tablets holding them. A table of one tablet reads its sources directly.
+    fn scan_cursor(&self, start: &[u8], end: Option<&[u8]>) -> Box<dyn EntryCursor + '_> {
+        let scope = RowScope::Span(start, end);
+        let mut parts: Vec<(TabletRange, Box<dyn EntryCursor + '_>)> = self
+            .tablets
+            .iter()
+            .filter(|(range, _)| range.overlaps(start, end))
+            .map(|(range, version)| {
+                let cursor = MergingCursor::new(version.cursors(scope));
+                (range.clone(), Box::new(cursor) as Box<dyn EntryCursor + '_>)
+            })
+            .collect();
+        if parts.len() == 1 && parts[0].0.is_all() {
+            return parts.remove(0).1;
+        }
+        Box::new(TabletChain::new(parts))
+    }
+
     /// The sequence number the snapshot reads at.
     pub fn seq(&self) -> SeqNo {
         self.seq
@@ -219,7 +252,13 @@ impl TableSnapshot {
 
     /// One row, through `filter`.
     pub fn read_row(&self, row: &[u8], filter: Option<&CompiledFilter>) -> Result<Option<Row>> {
-        let found = self.version.read_row(row, self.seq)?;
+        let at = self
+            .tablets
+            .partition_point(|(r, _)| r.start.as_slice() <= row);
+        let Some((_, version)) = self.tablets.get(at.saturating_sub(1)) else {
+            return Ok(None);
+        };
+        let found = version.read_row(row, self.seq)?;
         Ok(found.and_then(|r| self.finish_row(r, filter)))
     }
 
@@ -299,7 +338,7 @@ pub struct RowStream<'s> {
 
 struct Scan<'s> {
     span: RowRange,
-    cursor: MergingCursor<'s>,
+    cursor: Box<dyn EntryCursor + 's>,
     /// Reverse scans: the next row is the last one below this key.
     upper: Vec<u8>,
     reader: RowReader,
@@ -307,8 +346,7 @@ struct Scan<'s> {
 
 impl<'s> RowStream<'s> {
     fn start_scan(&mut self, span: RowRange) -> Result<Scan<'s>> {
-        let scope = RowScope::Span(span.start_row(), span.end_row());
-        let mut cursor = MergingCursor::new(self.snapshot.version.cursors(scope));
+        let mut cursor = self.snapshot.scan_cursor(span.start_row(), span.end_row());
         let mut upper = Vec::new();
         if self.reverse {
             upper = match &span.end {
@@ -358,7 +396,7 @@ impl<'s> RowStream<'s> {
                 if !scan.span.before_end(&row) {
                     continue;
                 }
-                if let Some(found) = scan.reader.read(&mut scan.cursor, seq)? {
+                if let Some(found) = scan.reader.read(scan.cursor.as_mut(), seq)? {
                     return Ok(Some(found));
                 }
             } else {
@@ -374,7 +412,7 @@ impl<'s> RowStream<'s> {
                     scan.cursor.seek(&next)?;
                     continue;
                 }
-                if let Some(found) = scan.reader.read(&mut scan.cursor, seq)? {
+                if let Some(found) = scan.reader.read(scan.cursor.as_mut(), seq)? {
                     return Ok(Some(found));
                 }
             }

@@ -45,16 +45,16 @@ pub enum ReadModifyWrite {
 impl Engine {
     /// Applies `mutations` to `row` atomically.
     pub fn mutate_row(&self, table: &str, row: &[u8], mutations: &[Mutation]) -> Result<()> {
-        let (tree, schema, _) = self.core.current(table)?;
+        let schema = self.core.table_schema(table)?;
         validate(&schema, row, mutations)?;
-        let _locks = self.core.row_locks.lock(tree, &[row]);
-        self.core.commit(tree, &[(row, mutations)])
+        let _locks = self.core.row_locks.lock(table_key(table), &[row]);
+        self.core.commit(table, &[(row, mutations)])
     }
 
     /// Applies each entry atomically (the batch as a whole is not atomic). The outer
     /// error fails every valid entry; the inner results report invalid entries.
     pub fn mutate_rows(&self, table: &str, batch: &[RowMutations]) -> Result<Vec<Result<()>>> {
-        let (tree, schema, _) = self.core.current(table)?;
+        let schema = self.core.table_schema(table)?;
         let results: Vec<Result<()>> = batch
             .iter()
             .map(|e| validate(&schema, &e.row, &e.mutations))
@@ -67,8 +67,8 @@ impl Engine {
             .collect();
         if !valid.is_empty() {
             let rows: Vec<&[u8]> = valid.iter().map(|(r, _)| *r).collect();
-            let _locks = self.core.row_locks.lock(tree, &rows);
-            self.core.commit(tree, &valid)?;
+            let _locks = self.core.row_locks.lock(table_key(table), &rows);
+            self.core.commit(table, &valid)?;
         }
         Ok(results)
     }
@@ -84,7 +84,7 @@ impl Engine {
         if_true: &[Mutation],
         if_false: &[Mutation],
     ) -> Result<bool> {
-        let (tree, schema, _) = self.core.current(table)?;
+        let schema = self.core.table_schema(table)?;
         let predicate = predicate.map(RowFilter::compile).transpose()?;
         for mutations in [if_true, if_false] {
             if !mutations.is_empty() {
@@ -92,15 +92,15 @@ impl Engine {
             }
         }
         check_row_key(row)?;
-        let _locks = self.core.row_locks.lock(tree, &[row]);
-        let cells = self.core.latest_cells(tree, row)?;
+        let _locks = self.core.row_locks.lock(table_key(table), &[row]);
+        let cells = self.core.latest_cells(table, row)?;
         let matched = match &predicate {
             Some(filter) => !filter.apply(row, cells).is_empty(),
             None => !cells.is_empty(),
         };
         let chosen = if matched { if_true } else { if_false };
         if !chosen.is_empty() {
-            self.core.commit(tree, &[(row, chosen)])?;
+            self.core.commit(table, &[(row, chosen)])?;
         }
         Ok(matched)
     }
@@ -113,14 +113,14 @@ impl Engine {
         row: &[u8],
         rules: &[ReadModifyWrite],
     ) -> Result<Row> {
-        let (tree, schema, _) = self.core.current(table)?;
+        let schema = self.core.table_schema(table)?;
         if rules.is_empty() {
             return Err(Error::InvalidArgument("no read-modify-write rules".into()));
         }
         check_row_key(row)?;
-        let _locks = self.core.row_locks.lock(tree, &[row]);
+        let _locks = self.core.row_locks.lock(table_key(table), &[row]);
         let mut newest: Columns = BTreeMap::new();
-        for cell in self.core.latest_cells(tree, row)? {
+        for cell in self.core.latest_cells(table, row)? {
             newest
                 .entry((cell.family, cell.qualifier))
                 .or_insert((cell.timestamp, cell.value));
@@ -155,7 +155,7 @@ impl Engine {
                 value: value.clone(),
             })
             .collect();
-        self.core.commit(tree, &[(row, &mutations)])?;
+        self.core.commit(table, &[(row, &mutations)])?;
         let cells = written
             .into_iter()
             .map(|((family, qualifier), (timestamp, value))| Cell {
@@ -171,6 +171,21 @@ impl Engine {
             cells,
         })
     }
+}
+
+/// The row-lock namespace of a table: stable across its tablets' splits.
+fn table_key(table: &str) -> u64 {
+    crate::bloom::hash64(table.as_bytes())
+}
+
+/// One row's mutations, as a commit takes them.
+type RowChange<'a> = (&'a [u8], &'a [Mutation]);
+
+/// How a commit to one tablet ended.
+enum Committed {
+    Done,
+    /// The tablet was split (or dropped) first: route the rows again.
+    Moved,
 }
 
 /// `(family, qualifier) -> (timestamp, value)` of one cell per column.
@@ -283,13 +298,58 @@ impl Drop for Finish<'_> {
 }
 
 impl Core {
-    /// Commits validated mutations of rows whose locks the caller holds: one log record,
-    /// then the memtable. Returns once the record is durable under the sync policy.
-    pub(super) fn commit(&self, tree: TreeId, rows: &[(&[u8], &[Mutation])]) -> Result<()> {
+    /// A table's schema.
+    pub(super) fn table_schema(&self, table: &str) -> Result<Arc<TableSchema>> {
+        let state = self.state.lock();
+        Ok(state.route(table, &[])?.1.schema.clone())
+    }
+
+    /// Commits validated mutations of rows whose locks the caller holds: one log record
+    /// per tablet the rows fall in, then the memtables. Returns once the records are
+    /// durable under the sync policy.
+    pub(super) fn commit<'r>(
+        &self,
+        table: &str,
+        rows: &[(&'r [u8], &'r [Mutation])],
+    ) -> Result<()> {
+        let mut pending = rows.to_vec();
+        while !pending.is_empty() {
+            let mut groups: BTreeMap<TreeId, Vec<RowChange<'_>>> = BTreeMap::new();
+            {
+                let state = self.state.lock();
+                for &(row, mutations) in &pending {
+                    groups
+                        .entry(state.route(table, row)?.0)
+                        .or_default()
+                        .push((row, mutations));
+                }
+            }
+            pending.clear();
+            for (tree, group) in groups {
+                if let Committed::Moved = self.commit_tablet(tree, &group)? {
+                    pending.extend(group);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits rows that all fall in tablet `tree`, unless it was split meanwhile.
+    fn commit_tablet(&self, tree: TreeId, rows: &[(&[u8], &[Mutation])]) -> Result<Committed> {
         self.throttle(tree)?;
         let count: u64 = rows.iter().map(|(_, m)| m.len() as u64).sum();
         let (mem, first) = {
-            let state = self.state.lock();
+            let mut state = self.state.lock();
+            loop {
+                match state.trees.get(&tree) {
+                    Some(t) if t.splitting => {
+                        // Its halves take over shortly; then route again.
+                        self.progress.wait(&mut state);
+                    }
+                    Some(t) if rows.iter().all(|(row, _)| t.range.contains(row)) => break,
+                    _ => return Ok(Committed::Moved),
+                }
+            }
             let t = state
                 .trees
                 .get(&tree)
@@ -320,7 +380,8 @@ impl Core {
         }
         drop(finish);
         self.stats.lock().user_bytes += user_bytes as u64;
-        self.after_write(tree, &mem)
+        self.after_write(tree, &mem)?;
+        Ok(Committed::Done)
     }
 
     fn after_write(&self, tree: TreeId, mem: &Arc<Memtable>) -> Result<()> {
@@ -374,13 +435,10 @@ impl Core {
     /// The row's cells as a read now would return them, GC applied. The caller holds
     /// the row's lock, so every write to the row has finished and the newest entries
     /// can be read without waiting for the visible sequence number.
-    pub(super) fn latest_cells(&self, tree: TreeId, row: &[u8]) -> Result<Vec<Cell>> {
+    pub(super) fn latest_cells(&self, table: &str, row: &[u8]) -> Result<Vec<Cell>> {
         let (schema, version) = {
             let state = self.state.lock();
-            let t = state
-                .trees
-                .get(&tree)
-                .ok_or_else(|| Error::NotFound("table was dropped".into()))?;
+            let (_, t) = state.route(table, row)?;
             (t.schema.clone(), t.version.clone())
         };
         let mut cells = version

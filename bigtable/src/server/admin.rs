@@ -177,9 +177,13 @@ impl BigtableTableAdmin for AdminService {
         for (family, cf) in r.table.unwrap_or_default().column_families {
             schema.families.insert(family, family_schema(cf)?);
         }
+        let splits: Vec<Vec<u8>> = r.initial_splits.into_iter().map(|s| s.key).collect();
         let response = table_message(name.clone(), &schema, pb::table::View::SchemaView as i32);
-        self.blocking(move |e| e.create_table(&name, schema).map_err(status))
-            .await?;
+        self.blocking(move |e| {
+            e.create_table_with_splits(&name, schema, &splits)
+                .map_err(status)
+        })
+        .await?;
         Ok(Response::new(response))
     }
 

@@ -57,11 +57,12 @@ fn main() -> ExitCode {
                 }
             }
             println!(
-                "{seeds} schedules passed in {:.1?}: {} acknowledged operations, {} flushes, {} compactions, in-doubt writes kept {} / lost {}",
+                "{seeds} schedules passed in {:.1?}: {} acknowledged operations, {} flushes, {} compactions, {} tablet splits, in-doubt writes kept {} / lost {}",
                 started.elapsed(),
                 total.acknowledged,
                 total.flushes,
                 total.compactions,
+                total.splits,
                 total.in_doubt_kept,
                 total.in_doubt_lost
             );
