@@ -82,9 +82,9 @@ impl Core {
                 return Ok(());
             };
             t.splitting = true;
-            if !t.version.mem.is_empty() {
-                self.freeze_locked(t);
-            }
+            // Even when it looks empty: a writer may hold it with a sequence number
+            // taken but its entries not yet inserted. The flush below waits for it.
+            self.freeze_locked(t);
         }
         let result = self.finish_split(manifest, tree, &at);
         if result.is_err() {
