@@ -162,7 +162,7 @@ fn keeps(
     Ok(match visibility.observe(&entry.target, entry.seq, value)? {
         Seen::Deletion => !garbage.bottommost,
         Seen::Hidden => false,
-        Seen::Visible => match &entry.target {
+        Seen::Visible | Seen::Addend => match &entry.target {
             Target::Column {
                 family, timestamp, ..
             } => garbage

@@ -29,6 +29,9 @@ pub enum CellKind {
     /// Deletes the column's cells written before it whose timestamp is in the range held
     /// in the entry's value.
     DeleteCells = 2,
+    /// An addend of a sum family's cell: the cell's value is the sum of the addends at
+    /// its timestamp (8 bytes, big-endian, two's complement).
+    Add = 3,
 }
 
 /// What an entry applies to.
@@ -216,6 +219,7 @@ impl InternalKey<'_> {
                         let kind = match *rest.get(16)? {
                             1 => CellKind::Put,
                             2 => CellKind::DeleteCells,
+                            3 => CellKind::Add,
                             _ => return None,
                         };
                         if rest.len() != 17 {

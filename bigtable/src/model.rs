@@ -21,6 +21,21 @@ pub fn apply(model: &mut Model, row: &[u8], m: &Mutation, now: i64) {
             let ts = timestamp.unwrap_or(now);
             model.entry(column).or_default().insert(ts, value.clone());
         }
+        Mutation::AddToCell {
+            family,
+            qualifier,
+            timestamp,
+            input,
+        } => {
+            let column = (row.to_vec(), family.clone(), qualifier.clone());
+            let cell = model
+                .entry(column)
+                .or_default()
+                .entry(timestamp.unwrap_or(now))
+                .or_insert_with(|| 0i64.to_be_bytes().to_vec());
+            let sum = crate::mutation::read_sum(cell).wrapping_add(*input);
+            *cell = sum.to_be_bytes().to_vec();
+        }
         Mutation::DeleteFromColumn {
             family,
             qualifier,

@@ -50,10 +50,23 @@ pub enum Mutation {
         qualifier: Vec<u8>,
         range: TimestampRange,
     },
+    /// Adds `input` to the cell at `timestamp` of a sum family (server time if `None`).
+    AddToCell {
+        family: Vec<u8>,
+        qualifier: Vec<u8>,
+        timestamp: Option<Timestamp>,
+        input: i64,
+    },
     /// Deletes every cell of the family in the row.
     DeleteFromFamily { family: Vec<u8> },
     /// Deletes every cell of the row.
     DeleteFromRow,
+}
+
+/// The value of a sum cell (an addend or a sum): 8 bytes big-endian; anything else
+/// counts as 0.
+pub fn read_sum(value: &[u8]) -> i64 {
+    value.try_into().map(i64::from_be_bytes).unwrap_or(0)
 }
 
 /// Column deletions sort first within their column (see `docs/sstable-format.md`).
@@ -83,6 +96,16 @@ pub fn to_entries(
                     let ts = timestamp.unwrap_or(now);
                     encode_column_key(&mut key, row, family, qualifier, ts, seq, CellKind::Put);
                     value.clone()
+                }
+                Mutation::AddToCell {
+                    family,
+                    qualifier,
+                    timestamp,
+                    input,
+                } => {
+                    let ts = timestamp.unwrap_or(now);
+                    encode_column_key(&mut key, row, family, qualifier, ts, seq, CellKind::Add);
+                    input.to_be_bytes().to_vec()
                 }
                 Mutation::DeleteFromColumn {
                     family,

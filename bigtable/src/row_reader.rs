@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use crate::error::{corruption, Result};
 use crate::key::{get_escaped, CellKind, InternalKey, SeqNo, Target, Timestamp};
 use crate::merge::EntryCursor;
-use crate::mutation::TimestampRange;
+use crate::mutation::{read_sum, TimestampRange};
 
 /// A visible cell.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +47,8 @@ pub(crate) struct RowVisibility {
     qualifier: Vec<u8>,
     column_deletes: Vec<(TimestampRange, SeqNo)>,
     last_timestamp: Option<Timestamp>,
+    /// Timestamp of the current column's last visible cell (sum cells gather addends).
+    visible_at: Option<Timestamp>,
     /// Visible versions of the current column so far.
     pub versions: usize,
 }
@@ -60,6 +62,8 @@ pub(crate) enum Seen {
     Hidden,
     /// A visible cell.
     Visible,
+    /// A visible addend of the sum cell seen just before (same column and timestamp).
+    Addend,
 }
 
 impl RowVisibility {
@@ -88,6 +92,7 @@ impl RowVisibility {
             self.qualifier.extend_from_slice(qualifier);
             self.column_deletes.clear();
             self.last_timestamp = None;
+            self.visible_at = None;
             self.versions = 0;
         }
     }
@@ -98,9 +103,14 @@ impl RowVisibility {
             return false;
         }
         self.last_timestamp = Some(ts);
-        seq > self.row_tombstone
-            && seq > self.family_tombstone
-            && !self
+        !self.deleted(ts, seq)
+    }
+
+    /// Whether a deletion seen so far covers an entry written at `seq` with timestamp `ts`.
+    fn deleted(&self, ts: Timestamp, seq: SeqNo) -> bool {
+        seq <= self.row_tombstone
+            || seq <= self.family_tombstone
+            || self
                 .column_deletes
                 .iter()
                 .any(|(range, s)| *s > seq && range.contains(ts))
@@ -133,9 +143,22 @@ impl RowVisibility {
                     }
                     CellKind::Put if self.admits(*timestamp, seq) => {
                         self.versions += 1;
+                        self.visible_at = Some(*timestamp);
                         Seen::Visible
                     }
                     CellKind::Put => Seen::Hidden,
+                    CellKind::Add => {
+                        self.last_timestamp = Some(*timestamp);
+                        if self.deleted(*timestamp, seq) {
+                            Seen::Hidden
+                        } else if self.visible_at == Some(*timestamp) {
+                            Seen::Addend
+                        } else {
+                            self.versions += 1;
+                            self.visible_at = Some(*timestamp);
+                            Seen::Visible
+                        }
+                    }
                 }
             }
         })
@@ -182,13 +205,21 @@ impl RowReader {
         self.prefix.clear();
         self.prefix.extend_from_slice(&first[..prefix_len]);
         self.visibility.reset();
-        let mut cells = Vec::new();
+        let mut cells: Vec<Cell> = Vec::new();
         while cursor.valid() && cursor.key().starts_with(&self.prefix) {
             let (target, seq) =
                 InternalKey::decode_after_row(&cursor.key()[prefix_len..]).ok_or_else(malformed)?;
-            if seq <= snapshot
-                && self.visibility.observe(&target, seq, cursor.value())? == Seen::Visible
-            {
+            let seen = if seq <= snapshot {
+                self.visibility.observe(&target, seq, cursor.value())?
+            } else {
+                Seen::Hidden
+            };
+            if seen == Seen::Addend {
+                if let Some(cell) = cells.last_mut() {
+                    let sum = read_sum(&cell.value).wrapping_add(read_sum(cursor.value()));
+                    cell.value = sum.to_be_bytes().to_vec();
+                }
+            } else if seen == Seen::Visible {
                 if let Target::Column {
                     family,
                     qualifier,

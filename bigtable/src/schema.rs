@@ -1,7 +1,7 @@
 //! Table schemas: a table's column families and each family's garbage-collection rule,
 //! and their binary encoding in the manifest.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::coding::{put_varint, Reader};
@@ -15,6 +15,9 @@ const MAX_RULE_DEPTH: usize = 32;
 pub struct TableSchema {
     /// Family name -> its GC rule.
     pub families: BTreeMap<String, GcRule>,
+    /// Families whose cells are 64-bit integer sums: `AddToCell` adds to the cell at its
+    /// timestamp instead of replacing it (Cloud Bigtable's aggregate `Sum` of `Int64`).
+    pub sum_families: BTreeSet<String>,
 }
 
 impl TableSchema {
@@ -29,7 +32,13 @@ impl TableSchema {
                 .into_iter()
                 .map(|n| (n.into(), GcRule::KeepAll))
                 .collect(),
+            sum_families: BTreeSet::new(),
         }
+    }
+
+    /// Whether `family` (as bytes) is a sum family.
+    pub fn is_sum_family(&self, family: &[u8]) -> bool {
+        std::str::from_utf8(family).is_ok_and(|f| self.sum_families.contains(f))
     }
 
     /// The rule of a family given as bytes, or `None` if it is not declared.
@@ -45,6 +54,10 @@ impl TableSchema {
             put_bytes(out, name.as_bytes());
             encode_rule(out, rule);
         }
+        put_varint(out, self.sum_families.len() as u64);
+        for name in &self.sum_families {
+            put_bytes(out, name.as_bytes());
+        }
     }
 
     pub fn decode(r: &mut Reader<'_>) -> Option<TableSchema> {
@@ -54,7 +67,19 @@ impl TableSchema {
             let name = String::from_utf8(get_bytes(r)?.to_vec()).ok()?;
             families.insert(name, decode_rule(r, 0)?);
         }
-        Some(TableSchema { families })
+        let n = r.varint_usize()?;
+        let mut sum_families = BTreeSet::new();
+        for _ in 0..n {
+            let name = String::from_utf8(get_bytes(r)?.to_vec()).ok()?;
+            if !families.contains_key(&name) {
+                return None;
+            }
+            sum_families.insert(name);
+        }
+        Some(TableSchema {
+            families,
+            sum_families,
+        })
     }
 }
 

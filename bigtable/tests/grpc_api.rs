@@ -584,3 +584,77 @@ fn samples_drop_row_range_and_errors() {
     // Still serving after all of that.
     mutate(&server, b"r", vec![set("cf", b"q", 1, b"v")]).unwrap();
 }
+
+#[test]
+fn int64_sum_families_take_add_to_cell() {
+    let server = Server::start();
+    use admin::r#type::{aggregate::Aggregator, aggregate::Sum, Aggregate, Int64, Kind};
+    let int64 = || {
+        Box::new(admin::Type {
+            kind: Some(Kind::Int64Type(Int64 { encoding: None })),
+        })
+    };
+    let sum_type = admin::Type {
+        kind: Some(Kind::AggregateType(Box::new(Aggregate {
+            input_type: Some(int64()),
+            state_type: None,
+            aggregator: Some(Aggregator::Sum(Sum {})),
+        }))),
+    };
+    let counts = admin::ColumnFamily {
+        gc_rule: None,
+        value_type: Some(sum_type),
+    };
+    let table = admin::Table {
+        column_families: [
+            ("counts".to_string(), counts),
+            ("cf".to_string(), family(1)),
+        ]
+        .into_iter()
+        .collect(),
+        ..Default::default()
+    };
+    server
+        .run(server.admin().create_table(admin::CreateTableRequest {
+            parent: INSTANCE.into(),
+            table_id: "t".into(),
+            table: Some(table),
+            initial_splits: Vec::new(),
+        }))
+        .unwrap();
+    let got = server
+        .run(server.admin().get_table(admin::GetTableRequest {
+            name: TABLE.into(),
+            view: admin::table::View::Full as i32,
+        }))
+        .unwrap()
+        .into_inner();
+    assert!(got.column_families["counts"].value_type.is_some());
+    assert!(got.column_families["cf"].value_type.is_none());
+
+    use pb::value::Kind as V;
+    let value = |kind: V| {
+        Some(pb::Value {
+            kind: Some(kind),
+            ..Default::default()
+        })
+    };
+    let add = |family: &str, n: i64| pb::Mutation {
+        mutation: Some(pb::mutation::Mutation::AddToCell(pb::mutation::AddToCell {
+            family_name: family.into(),
+            column_qualifier: value(V::RawValue(b"views".to_vec())),
+            timestamp: value(V::RawTimestampMicros(5000)),
+            input: value(V::IntValue(n)),
+        })),
+    };
+    for n in [3, 4, 35] {
+        mutate(&server, b"page", vec![add("counts", n)]).unwrap();
+    }
+    let rows = read(&server, all_rows());
+    assert_eq!(
+        rows[0].1["counts"][&b"views".to_vec()],
+        vec![(5000, 42i64.to_be_bytes().to_vec())]
+    );
+    let wrong = mutate(&server, b"page", vec![add("cf", 1)]);
+    assert_eq!(wrong.unwrap_err().code(), Code::InvalidArgument);
+}

@@ -137,6 +137,12 @@ impl Engine {
                 } => (family, qualifier),
             };
             check_family(&schema, family)?;
+            if schema.is_sum_family(family) {
+                return Err(Error::InvalidArgument(format!(
+                    "{:?} is a sum family: write it with AddToCell",
+                    String::from_utf8_lossy(family)
+                )));
+            }
             let column = (family.clone(), qualifier.clone());
             let (old_ts, old) = written
                 .get(&column)
@@ -247,6 +253,28 @@ fn validate(schema: &TableSchema, row: &[u8], mutations: &[Mutation]) -> Result<
                 family, timestamp, ..
             } => {
                 check_family(schema, family)?;
+                if schema.is_sum_family(family) {
+                    return Err(Error::InvalidArgument(format!(
+                        "{:?} is a sum family: write it with AddToCell",
+                        String::from_utf8_lossy(family)
+                    )));
+                }
+                if *timestamp == Some(COLUMN_DELETE_TIMESTAMP) {
+                    return Err(Error::InvalidArgument(format!(
+                        "timestamp {COLUMN_DELETE_TIMESTAMP} is reserved"
+                    )));
+                }
+            }
+            Mutation::AddToCell {
+                family, timestamp, ..
+            } => {
+                check_family(schema, family)?;
+                if !schema.is_sum_family(family) {
+                    return Err(Error::InvalidArgument(format!(
+                        "AddToCell needs a sum family; {:?} holds plain cells",
+                        String::from_utf8_lossy(family)
+                    )));
+                }
                 if *timestamp == Some(COLUMN_DELETE_TIMESTAMP) {
                     return Err(Error::InvalidArgument(format!(
                         "timestamp {COLUMN_DELETE_TIMESTAMP} is reserved"
@@ -282,6 +310,9 @@ fn payload_bytes(mutations: &[Mutation]) -> usize {
             Mutation::DeleteFromColumn {
                 family, qualifier, ..
             } => family.len() + qualifier.len(),
+            Mutation::AddToCell {
+                family, qualifier, ..
+            } => family.len() + qualifier.len() + 8,
             Mutation::DeleteFromFamily { family } => family.len(),
             Mutation::DeleteFromRow => 0,
         })

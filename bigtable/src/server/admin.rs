@@ -54,7 +54,7 @@ fn table_message(name: String, schema: &TableSchema, view: i32) -> pb::Table {
             .map(|(name, rule)| {
                 let family = pb::ColumnFamily {
                     gc_rule: convert::gc_rule_message(rule),
-                    value_type: None,
+                    value_type: schema.sum_families.contains(name).then(convert::sum_type),
                 };
                 (name.clone(), family)
             })
@@ -63,11 +63,26 @@ fn table_message(name: String, schema: &TableSchema, view: i32) -> pb::Table {
     table
 }
 
-fn family_schema(family: pb::ColumnFamily) -> Result<crate::GcRule, Status> {
-    if family.value_type.is_some() {
-        return Err(invalid("aggregate column families are not supported"));
+/// Adds or replaces family `name` in the schema. A family's type (plain or sum) is
+/// fixed when it is created.
+fn put_family(
+    schema: &mut TableSchema,
+    name: String,
+    family: pb::ColumnFamily,
+    creating: bool,
+) -> Result<(), Status> {
+    let sum = convert::is_sum_type(family.value_type.as_ref())?;
+    let rule = convert::gc_rule(family.gc_rule)?;
+    if !creating && family.value_type.is_some() && sum != schema.sum_families.contains(&name) {
+        return Err(invalid(format!(
+            "the type of column family {name} cannot change"
+        )));
     }
-    convert::gc_rule(family.gc_rule)
+    if creating && sum {
+        schema.sum_families.insert(name.clone());
+    }
+    schema.families.insert(name, rule);
+    Ok(())
 }
 
 /// Applies column-family modifications to a schema, in order.
@@ -89,20 +104,19 @@ fn modify(
                 if schema.families.contains_key(&id) {
                     return Err(Status::already_exists(format!("column family {id} exists")));
                 }
-                schema.families.insert(id, family_schema(family)?);
+                put_family(schema, id, family, true)?;
             }
             Mod::Update(family) => {
-                let rule = family_schema(family)?;
-                let slot = schema
-                    .families
-                    .get_mut(&id)
-                    .ok_or_else(|| Status::not_found(format!("column family {id}")))?;
-                *slot = rule;
+                if !schema.families.contains_key(&id) {
+                    return Err(Status::not_found(format!("column family {id}")));
+                }
+                put_family(schema, id, family, false)?;
             }
             Mod::Drop(_) => {
                 if schema.families.remove(&id).is_none() {
                     return Err(Status::not_found(format!("column family {id}")));
                 }
+                schema.sum_families.remove(&id);
             }
         }
     }
@@ -175,7 +189,7 @@ impl BigtableTableAdmin for AdminService {
         let name = format!("{parent}/tables/{}", table_id(&r.table_id)?);
         let mut schema = TableSchema::default();
         for (family, cf) in r.table.unwrap_or_default().column_families {
-            schema.families.insert(family, family_schema(cf)?);
+            put_family(&mut schema, family, cf, true)?;
         }
         let splits: Vec<Vec<u8>> = r.initial_splits.into_iter().map(|s| s.key).collect();
         let response = table_message(name.clone(), &schema, pb::table::View::SchemaView as i32);

@@ -70,13 +70,48 @@ pub fn mutation(m: pb::Mutation) -> Result<Mutation, Status> {
                 family: family(d.family_name),
             },
             M::DeleteFromRow(_) => Mutation::DeleteFromRow,
-            M::AddToCell(_) | M::MergeToCell(_) => {
-                return Err(invalid(
-                    "aggregate mutations (AddToCell, MergeToCell) are not supported",
-                ))
-            }
+            M::AddToCell(a) => Mutation::AddToCell {
+                family: family(a.family_name),
+                qualifier: raw_bytes(a.column_qualifier, "column_qualifier")?,
+                timestamp: match raw_timestamp(a.timestamp)? {
+                    -1 => None,
+                    ts if ts < -1 => return Err(invalid(format!("timestamp {ts} out of range"))),
+                    ts => Some(ts),
+                },
+                input: int_value(a.input)?,
+            },
+            M::MergeToCell(_) => return Err(invalid("MergeToCell is not supported")),
         },
     )
+}
+
+fn value_kind(v: Option<pb::Value>, what: &str) -> Result<pb::value::Kind, Status> {
+    v.and_then(|v| v.kind)
+        .ok_or_else(|| invalid(format!("AddToCell without {what}")))
+}
+
+fn raw_bytes(v: Option<pb::Value>, what: &str) -> Result<Vec<u8>, Status> {
+    match value_kind(v, what)? {
+        pb::value::Kind::RawValue(b) | pb::value::Kind::BytesValue(b) => Ok(b),
+        pb::value::Kind::StringValue(s) => Ok(s.into_bytes()),
+        _ => Err(invalid(format!("{what} must be bytes"))),
+    }
+}
+
+fn raw_timestamp(v: Option<pb::Value>) -> Result<i64, Status> {
+    match value_kind(v, "timestamp")? {
+        pb::value::Kind::RawTimestampMicros(ts) => Ok(ts),
+        _ => Err(invalid("timestamp must be raw_timestamp_micros")),
+    }
+}
+
+fn int_value(v: Option<pb::Value>) -> Result<i64, Status> {
+    match value_kind(v, "input")? {
+        pb::value::Kind::IntValue(n) => Ok(n),
+        _ => Err(invalid(
+            "input must be int_value (only Int64 sums are supported)",
+        )),
+    }
 }
 
 pub fn mutations(ms: Vec<pb::Mutation>) -> Result<Vec<Mutation>, Status> {
@@ -266,6 +301,44 @@ pub fn row(row: Row) -> pb::Row {
     pb::Row {
         key: row.key,
         families,
+    }
+}
+
+/// Whether a family's `value_type` makes it a sum family; other aggregates are refused.
+pub fn is_sum_type(value_type: Option<&admin::Type>) -> Result<bool, Status> {
+    use admin::r#type::{aggregate::Aggregator, Kind};
+    let Some(kind) = value_type.and_then(|t| t.kind.as_ref()) else {
+        return Ok(false);
+    };
+    match kind {
+        Kind::AggregateType(a) => {
+            let int64_input = matches!(
+                a.input_type.as_deref().and_then(|t| t.kind.as_ref()),
+                Some(Kind::Int64Type(_))
+            );
+            match (&a.aggregator, int64_input) {
+                (Some(Aggregator::Sum(_)), true) => Ok(true),
+                _ => Err(invalid("only Int64 Sum aggregate families are supported")),
+            }
+        }
+        _ => Err(invalid("only Int64 Sum aggregate families are supported")),
+    }
+}
+
+/// The `value_type` of a sum family.
+pub fn sum_type() -> admin::Type {
+    use admin::r#type::{aggregate::Aggregator, aggregate::Sum, Aggregate, Int64, Kind};
+    let int64 = || {
+        Box::new(admin::Type {
+            kind: Some(Kind::Int64Type(Int64 { encoding: None })),
+        })
+    };
+    admin::Type {
+        kind: Some(Kind::AggregateType(Box::new(Aggregate {
+            input_type: Some(int64()),
+            state_type: Some(int64()),
+            aggregator: Some(Aggregator::Sum(Sum {})),
+        }))),
     }
 }
 
