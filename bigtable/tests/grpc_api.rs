@@ -84,21 +84,32 @@ fn family(max_versions: i32) -> admin::ColumnFamily {
 }
 
 fn create_table(server: &Server) {
+    create_table_with(server, vec![("cf", family(2)), ("other", family(1))], &[]);
+}
+
+/// Creates table `t` with `families`, split at `splits`.
+fn create_table_with(
+    server: &Server,
+    families: Vec<(&str, admin::ColumnFamily)>,
+    splits: &[&[u8]],
+) {
     let table = admin::Table {
-        column_families: [
-            ("cf".to_string(), family(2)),
-            ("other".to_string(), family(1)),
-        ]
-        .into_iter()
-        .collect(),
+        column_families: families
+            .into_iter()
+            .map(|(name, f)| (name.to_string(), f))
+            .collect(),
         ..Default::default()
     };
+    let initial_splits = splits
+        .iter()
+        .map(|key| admin::create_table_request::Split { key: key.to_vec() })
+        .collect();
     server
         .run(server.admin().create_table(admin::CreateTableRequest {
             parent: INSTANCE.into(),
             table_id: "t".into(),
             table: Some(table),
-            initial_splits: Vec::new(),
+            initial_splits,
         }))
         .unwrap();
 }
@@ -505,19 +516,7 @@ fn batches_conditions_and_read_modify_write() {
 #[test]
 fn samples_drop_row_range_and_errors() {
     let server = Server::start();
-    let table = admin::Table {
-        column_families: [("cf".to_string(), family(2))].into_iter().collect(),
-        ..Default::default()
-    };
-    let split = |key: &[u8]| admin::create_table_request::Split { key: key.to_vec() };
-    server
-        .run(server.admin().create_table(admin::CreateTableRequest {
-            parent: INSTANCE.into(),
-            table_id: "t".into(),
-            table: Some(table),
-            initial_splits: vec![split(b"even"), split(b"odd")],
-        }))
-        .unwrap();
+    create_table_with(&server, vec![("cf", family(2))], &[b"even", b"odd"]);
     for i in 0..300u32 {
         let prefix = if i % 2 == 0 { "even" } else { "odd" };
         mutate(
@@ -605,23 +604,7 @@ fn int64_sum_families_take_add_to_cell() {
         gc_rule: None,
         value_type: Some(sum_type),
     };
-    let table = admin::Table {
-        column_families: [
-            ("counts".to_string(), counts),
-            ("cf".to_string(), family(1)),
-        ]
-        .into_iter()
-        .collect(),
-        ..Default::default()
-    };
-    server
-        .run(server.admin().create_table(admin::CreateTableRequest {
-            parent: INSTANCE.into(),
-            table_id: "t".into(),
-            table: Some(table),
-            initial_splits: Vec::new(),
-        }))
-        .unwrap();
+    create_table_with(&server, vec![("counts", counts), ("cf", family(1))], &[]);
     let got = server
         .run(server.admin().get_table(admin::GetTableRequest {
             name: TABLE.into(),

@@ -241,6 +241,29 @@ fn check_family(schema: &TableSchema, family: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Checks a cell write (`adding`: an AddToCell) against its family's kind.
+fn check_cell_write(
+    schema: &TableSchema,
+    family: &[u8],
+    timestamp: Option<Timestamp>,
+    adding: bool,
+) -> Result<()> {
+    check_family(schema, family)?;
+    let name = String::from_utf8_lossy(family);
+    match (schema.is_sum_family(family), adding) {
+        (true, false) => Err(Error::InvalidArgument(format!(
+            "{name:?} is a sum family: write it with AddToCell"
+        ))),
+        (false, true) => Err(Error::InvalidArgument(format!(
+            "AddToCell needs a sum family; {name:?} holds plain cells"
+        ))),
+        _ if timestamp == Some(COLUMN_DELETE_TIMESTAMP) => Err(Error::InvalidArgument(format!(
+            "timestamp {COLUMN_DELETE_TIMESTAMP} is reserved"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Checks a row's mutations against the table's schema and limits.
 fn validate(schema: &TableSchema, row: &[u8], mutations: &[Mutation]) -> Result<()> {
     check_row_key(row)?;
@@ -251,36 +274,10 @@ fn validate(schema: &TableSchema, row: &[u8], mutations: &[Mutation]) -> Result<
         match m {
             Mutation::SetCell {
                 family, timestamp, ..
-            } => {
-                check_family(schema, family)?;
-                if schema.is_sum_family(family) {
-                    return Err(Error::InvalidArgument(format!(
-                        "{:?} is a sum family: write it with AddToCell",
-                        String::from_utf8_lossy(family)
-                    )));
-                }
-                if *timestamp == Some(COLUMN_DELETE_TIMESTAMP) {
-                    return Err(Error::InvalidArgument(format!(
-                        "timestamp {COLUMN_DELETE_TIMESTAMP} is reserved"
-                    )));
-                }
-            }
+            } => check_cell_write(schema, family, *timestamp, false)?,
             Mutation::AddToCell {
                 family, timestamp, ..
-            } => {
-                check_family(schema, family)?;
-                if !schema.is_sum_family(family) {
-                    return Err(Error::InvalidArgument(format!(
-                        "AddToCell needs a sum family; {:?} holds plain cells",
-                        String::from_utf8_lossy(family)
-                    )));
-                }
-                if *timestamp == Some(COLUMN_DELETE_TIMESTAMP) {
-                    return Err(Error::InvalidArgument(format!(
-                        "timestamp {COLUMN_DELETE_TIMESTAMP} is reserved"
-                    )));
-                }
-            }
+            } => check_cell_write(schema, family, *timestamp, true)?,
             Mutation::DeleteFromColumn { family, range, .. } => {
                 check_family(schema, family)?;
                 if range.end.is_some_and(|end| end < range.start) {
