@@ -7,6 +7,7 @@ across a server kill (the restart test).
 """
 
 import datetime
+import os
 import sys
 
 from google.cloud import bigtable
@@ -136,6 +137,59 @@ def check_after_restart():
     check(all(got[b"k%04d" % i] == b"value-%d" % i for i in range(200)), "with their values")
 
 
+
+
+def load_for_splits():
+    """Loads rows while reading them back, into a server started with a tiny split size."""
+    _, table = client_table("split")
+    table.create(column_families={"cf": column_family.MaxVersionsGCRule(1)})
+    for batch in range(20):
+        rows = []
+        for i in range(200):
+            r = table.direct_row(b"row%06d" % (i * 20 + batch))
+            r.set_cell("cf", b"q", os.urandom(300))
+            rows.append(r)
+        if not all(s.code == 0 for s in table.mutate_rows(rows)):
+            raise AssertionError("batch %d failed" % batch)
+        # Reads while the table splits: ordered, no row twice.
+        keys = [r.row_key for r in table.read_rows(start_key=b"row", end_key=b"rox")]
+        if keys != sorted(set(keys)):
+            raise AssertionError("a scan during splits returned rows out of order or twice")
+    check_split_table(table)
+
+
+def check_split_table(table=None):
+    if table is None:
+        _, table = client_table("split")
+    keys = [r.row_key for r in table.read_rows()]
+    check(keys == [b"row%06d" % i for i in range(4000)], "all 4000 rows readable across tablets")
+    boundaries = [s.row_key for s in table.sample_row_keys()][:-1]
+    check(len(boundaries) >= 4, "sample_row_keys shows the splits (%d boundaries)" % len(boundaries))
+    return boundaries
+
+
+def record_tablets(path):
+    with open(path, "w") as f:
+        f.write("\n".join(k.hex() for k in check_split_table()))
+
+
+def compare_tablets(path):
+    with open(path) as f:
+        before = [bytes.fromhex(line) for line in f.read().split("\n") if line]
+    after = check_split_table()
+    check(set(before) <= set(after), "the tablet boundaries survive a restart")
+
+
 if __name__ == "__main__":
     mode = sys.argv[1] if len(sys.argv) > 1 else "full"
-    {"full": full_session, "write": write_for_restart, "check-restart": check_after_restart}[mode]()
+    if mode == "record-tablets":
+        record_tablets(sys.argv[2])
+    elif mode == "compare-tablets":
+        compare_tablets(sys.argv[2])
+    else:
+        {
+            "full": full_session,
+            "write": write_for_restart,
+            "check-restart": check_after_restart,
+            "load-splits": load_for_splits,
+        }[mode]()

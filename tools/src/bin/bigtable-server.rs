@@ -43,6 +43,12 @@ struct Cli {
     /// Block cache size in MiB.
     #[arg(long, default_value_t = 128)]
     cache_mib: usize,
+    /// A tablet's memtable is flushed at this many KiB (default 16 MiB).
+    #[arg(long, default_value_t = 16 << 10)]
+    memtable_kib: usize,
+    /// A tablet splits when its SSTables pass this many KiB (default 128 MiB).
+    #[arg(long, default_value_t = 128 << 10)]
+    tablet_split_kib: u64,
     /// Once listening, write the bound address here (useful with port 0).
     #[arg(long)]
     address_file: Option<PathBuf>,
@@ -73,6 +79,8 @@ fn run(cli: Cli) -> Result<(), String> {
             Sync::Never => SyncPolicy::Never,
         },
         block_cache_bytes: cli.cache_mib << 20,
+        tablet_split_bytes: cli.tablet_split_kib << 10,
+        memtable_bytes: cli.memtable_kib << 10,
         ..EngineOptions::default()
     };
     let engine = Engine::open(Arc::new(RealFs), &cli.data_dir, options)
