@@ -21,7 +21,8 @@ impl TabletRange {
     }
 
     pub fn contains(&self, row: &[u8]) -> bool {
-        row >= self.start.as_slice() && self.end.as_ref().is_none_or(|e| row < e.as_slice())
+        (self.start.is_empty() || row >= self.start.as_slice())
+            && self.end.as_ref().is_none_or(|e| row < e.as_slice())
     }
 
     pub fn is_all(&self) -> bool {

@@ -90,6 +90,13 @@ impl State {
     /// The tablet of `name` that holds `row`.
     fn route(&self, name: &str, row: &[u8]) -> Result<(TreeId, &Tree)> {
         let tablets = self.tablets(name)?;
+        if let [only] = tablets {
+            let tree = self
+                .trees
+                .get(only)
+                .ok_or_else(|| Error::NotFound(format!("table {name}")))?;
+            return Ok((*only, tree));
+        }
         let at = tablets.partition_point(|id| {
             self.trees
                 .get(id)

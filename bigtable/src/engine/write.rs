@@ -340,6 +340,22 @@ impl Core {
         table: &str,
         rows: &[(&'r [u8], &'r [Mutation])],
     ) -> Result<()> {
+        // Usually every row is in one tablet: commit them as one record, no grouping.
+        let single = {
+            let state = self.state.lock();
+            let mut tablets = rows
+                .iter()
+                .map(|(row, _)| state.route(table, row).map(|r| r.0));
+            match tablets.next().transpose()? {
+                Some(first) if tablets.all(|t| t.ok() == Some(first)) => Some(first),
+                _ => None,
+            }
+        };
+        if let Some(tree) = single {
+            if let Committed::Done = self.commit_tablet(tree, rows)? {
+                return Ok(());
+            }
+        }
         let mut pending = rows.to_vec();
         while !pending.is_empty() {
             let mut groups: BTreeMap<TreeId, Vec<RowChange<'_>>> = BTreeMap::new();
