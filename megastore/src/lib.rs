@@ -1,3 +1,5 @@
 //! `megastore`: schemas, entity groups with serializable transactions, and each group's
-//! write-ahead log kept in its root row and replicated with Paxos. Work in progress: see
-//! the project's open issues.
+//! write-ahead log kept in its root row and replicated with Paxos. Built so far: the
+//! schema language (`schema`).
+
+pub mod schema;
