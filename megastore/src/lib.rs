@@ -2,5 +2,6 @@
 //! write-ahead log kept in its root row and replicated with Paxos. Built so far: the
 //! schema language (`schema`) and row keys (`keys`).
 
+pub mod catalog;
 pub mod keys;
 pub mod schema;
