@@ -34,7 +34,6 @@ fn versions_add_and_survive_a_restart() {
     assert_eq!(version, 2);
     assert!(schema.table("Photo").unwrap().property("caption").is_some());
     assert_eq!(schema.indexes.len(), 2);
-    drop(catalog);
     drop(engine);
 
     let engine = Engine::open(Arc::new(fs), "/db", EngineOptions::tiny()).unwrap();
