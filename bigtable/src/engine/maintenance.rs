@@ -62,7 +62,12 @@ pub(super) fn open_trees(
             }
         }
         tree.version = Arc::new(version);
-        state.tables.entry(meta.name.clone()).or_default().push(id);
+        state
+            .tables
+            .entry(meta.name.clone())
+            .or_default()
+            .ids
+            .push(id);
         state.trees.insert(id, tree);
     }
     let names: Vec<String> = state.tables.keys().cloned().collect();
@@ -72,7 +77,7 @@ pub(super) fn open_trees(
     // Tablets of one table share its schema.
     for tablets in state.tables.values() {
         let mut shared: Option<Arc<crate::schema::TableSchema>> = None;
-        for id in tablets {
+        for id in &tablets.ids {
             if let Some(t) = state.trees.get_mut(id) {
                 match &shared {
                     Some(schema) => t.schema = schema.clone(),

@@ -73,36 +73,45 @@ struct Wakeup {
 
 struct State {
     /// Table name -> its tablets, in row order.
-    tables: BTreeMap<String, Vec<TreeId>>,
+    tables: BTreeMap<String, Tablets>,
     /// Every tablet of every table.
     trees: BTreeMap<TreeId, Tree>,
     next_id: u64,
+}
+
+/// A table's tablets in row order, with their first rows for routing.
+#[derive(Default)]
+struct Tablets {
+    ids: Vec<TreeId>,
+    /// `starts[i]` is the first row of tablet `ids[i]` (kept by `State::sort_tablets`).
+    starts: Vec<Vec<u8>>,
 }
 
 impl State {
     fn tablets(&self, name: &str) -> Result<&[TreeId]> {
         self.tables
             .get(name)
-            .map(Vec::as_slice)
+            .map(|t| t.ids.as_slice())
             .ok_or_else(|| Error::NotFound(format!("table {name}")))
     }
 
     /// The tablet of `name` that holds `row`.
     fn route(&self, name: &str, row: &[u8]) -> Result<(TreeId, &Tree)> {
-        let tablets = self.tablets(name)?;
-        if let [only] = tablets {
-            let tree = self
-                .trees
-                .get(only)
-                .ok_or_else(|| Error::NotFound(format!("table {name}")))?;
-            return Ok((*only, tree));
-        }
-        let at = tablets.partition_point(|id| {
-            self.trees
-                .get(id)
-                .is_some_and(|t| t.range.start.as_slice() <= row)
-        });
-        let id = tablets[at.saturating_sub(1)];
+        let tablets = self
+            .tables
+            .get(name)
+            .ok_or_else(|| Error::NotFound(format!("table {name}")))?;
+        let at = match tablets.ids.len() {
+            1 => 0,
+            _ => tablets
+                .starts
+                .partition_point(|start| start.as_slice() <= row)
+                .saturating_sub(1),
+        };
+        let id = *tablets
+            .ids
+            .get(at)
+            .ok_or_else(|| Error::NotFound(format!("table {name}")))?;
         let tree = self
             .trees
             .get(&id)
@@ -110,14 +119,18 @@ impl State {
         Ok((id, tree))
     }
 
-    /// Puts a table's tablets back in row order.
+    /// Puts a table's tablets back in row order (after tablets came or went).
     fn sort_tablets(&mut self, name: &str) {
         let trees = &self.trees;
         if let Some(tablets) = self.tables.get_mut(name) {
-            tablets.sort_by(|a, b| {
-                let start = |id| trees.get(id).map(|t: &Tree| t.range.start.clone());
-                start(a).cmp(&start(b))
-            });
+            let start = |id: &TreeId| {
+                trees
+                    .get(id)
+                    .map(|t| t.range.start.clone())
+                    .unwrap_or_default()
+            };
+            tablets.ids.sort_by_key(start);
+            tablets.starts = tablets.ids.iter().map(start).collect();
         }
     }
 }
@@ -329,10 +342,15 @@ impl Engine {
             t.range = range.clone();
             state.trees.insert(*tree, t);
         }
+        let ids = tablets.into_iter().map(|(id, _)| id).collect();
         state.tables.insert(
             name.to_string(),
-            tablets.into_iter().map(|(id, _)| id).collect(),
+            Tablets {
+                ids,
+                starts: Vec::new(),
+            },
         );
+        state.sort_tablets(name);
         Ok(())
     }
 

@@ -136,8 +136,8 @@ impl Core {
             ),
         ];
         if let Some(tablets) = state.tables.get_mut(&parent.name) {
-            tablets.retain(|&id| id != tree);
-            tablets.extend([left, right]);
+            tablets.ids.retain(|&id| id != tree);
+            tablets.ids.extend([left, right]);
         }
         for (id, half) in halves {
             state.trees.insert(id, half);
