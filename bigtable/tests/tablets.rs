@@ -50,6 +50,25 @@ fn all_rows(engine: &Engine, reverse: bool) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// `WRITERS` threads write their rows at once, interleaved across the key space.
+fn write_every_row(engine: &Arc<Engine>) {
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let engine = engine.clone();
+            std::thread::spawn(move || {
+                for i in 0..ROWS_PER_WRITER {
+                    engine
+                        .mutate_row("t", &row(w, i), &set(value(w, i)))
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+}
+
 fn check_every_row(engine: &Engine) {
     let mut expected: Vec<Vec<u8>> = (0..WRITERS)
         .flat_map(|w| (0..ROWS_PER_WRITER).map(move |i| row(w, i)))
@@ -88,21 +107,7 @@ fn a_growing_table_splits_while_clients_read_and_write_and_reopens_whole() {
             scans
         })
     };
-    let writers: Vec<_> = (0..WRITERS)
-        .map(|w| {
-            let engine = engine.clone();
-            std::thread::spawn(move || {
-                for i in 0..ROWS_PER_WRITER {
-                    engine
-                        .mutate_row("t", &row(w, i), &set(value(w, i)))
-                        .unwrap();
-                }
-            })
-        })
-        .collect();
-    for w in writers {
-        w.join().unwrap();
-    }
+    write_every_row(&engine);
     done.store(true, Ordering::Release);
     assert!(reader.join().unwrap() > 0);
     engine.wait_for_maintenance().unwrap();
@@ -211,21 +216,7 @@ fn writes_racing_background_splits_are_never_lost() {
         engine
             .create_table("t", TableSchema::with_families(["cf"]))
             .unwrap();
-        let writers: Vec<_> = (0..WRITERS)
-            .map(|w| {
-                let engine = engine.clone();
-                std::thread::spawn(move || {
-                    for i in 0..ROWS_PER_WRITER {
-                        engine
-                            .mutate_row("t", &row(w, i), &set(value(w, i)))
-                            .unwrap();
-                    }
-                })
-            })
-            .collect();
-        for w in writers {
-            w.join().unwrap();
-        }
+        write_every_row(&engine);
         engine.wait_for_maintenance().unwrap();
         assert!(
             engine.tablets("t").unwrap().len() > 2,

@@ -61,9 +61,20 @@ fn split_point(tree: &Tree) -> Option<Vec<u8>> {
 impl Core {
     /// A tablet due for a split and where to split it.
     pub(super) fn pick_split(&self) -> Option<(TreeId, Vec<u8>)> {
+        let limit = self.options.tablet_split_bytes;
         let state = self.state.lock();
         state.trees.iter().find_map(|(&id, tree)| {
-            (tablet_bytes(tree) > self.options.tablet_split_bytes)
+            // File sizes bound the tablet's share from above: most tablets are ruled out
+            // without reading their indexes (this runs, under the lock, after every
+            // flush and compaction).
+            let files: u64 = tree
+                .version
+                .levels
+                .iter()
+                .flatten()
+                .map(|f| f.meta.size)
+                .sum();
+            (files > limit && tablet_bytes(tree) > limit)
                 .then(|| split_point(tree))
                 .flatten()
                 .map(|at| (id, at))

@@ -10,6 +10,7 @@ use super::convert::{self, invalid, status};
 use super::generated::admin::bigtable_table_admin_server::BigtableTableAdmin;
 use super::generated::Empty;
 use super::names::{instance_name, table_id, table_name};
+use super::SharedEngine;
 use crate::engine::{Engine, ReadRequest, RowMutations, RowRange, RowSet};
 use crate::filter::RowFilter;
 use crate::mutation::Mutation;
@@ -19,24 +20,14 @@ use crate::schema::TableSchema;
 const DROP_BATCH: usize = 1000;
 
 pub struct AdminService {
-    engine: Arc<Engine>,
+    engine: SharedEngine,
 }
 
 impl AdminService {
     pub fn new(engine: Arc<Engine>) -> Self {
-        AdminService { engine }
-    }
-
-    /// Runs `work` with the engine on tokio's blocking pool (a commit may wait for an
-    /// fsync; the async workers must not).
-    async fn blocking<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&Engine) -> Result<T, Status> + Send + 'static,
-    ) -> Result<T, Status> {
-        let engine = self.engine.clone();
-        tokio::task::spawn_blocking(move || work(&engine))
-            .await
-            .map_err(|e| Status::internal(format!("request task failed: {e}")))?
+        AdminService {
+            engine: SharedEngine(engine),
+        }
     }
 }
 
@@ -193,11 +184,12 @@ impl BigtableTableAdmin for AdminService {
         }
         let splits: Vec<Vec<u8>> = r.initial_splits.into_iter().map(|s| s.key).collect();
         let response = table_message(name.clone(), &schema, pb::table::View::SchemaView as i32);
-        self.blocking(move |e| {
-            e.create_table_with_splits(&name, schema, &splits)
-                .map_err(status)
-        })
-        .await?;
+        self.engine
+            .run(move |e| {
+                e.create_table_with_splits(&name, schema, &splits)
+                    .map_err(status)
+            })
+            .await?;
         Ok(Response::new(response))
     }
 
@@ -213,7 +205,8 @@ impl BigtableTableAdmin for AdminService {
             r.view
         };
         let tables = self
-            .blocking(move |e| {
+            .engine
+            .run(move |e| {
                 let mut tables = Vec::new();
                 for name in e
                     .list_tables()
@@ -246,7 +239,8 @@ impl BigtableTableAdmin for AdminService {
             r.view
         };
         let table = self
-            .blocking(move |e| {
+            .engine
+            .run(move |e| {
                 let schema = e.schema(&name).map_err(status)?;
                 Ok(table_message(name, &schema, view))
             })
@@ -259,7 +253,8 @@ impl BigtableTableAdmin for AdminService {
         request: Request<pb::DeleteTableRequest>,
     ) -> Result<Response<Empty>, Status> {
         let name = table_name(&request.into_inner().name)?;
-        self.blocking(move |e| e.drop_table(&name).map_err(status))
+        self.engine
+            .run(move |e| e.drop_table(&name).map_err(status))
             .await?;
         Ok(Response::new(()))
     }
@@ -272,7 +267,8 @@ impl BigtableTableAdmin for AdminService {
         let name = table_name(&r.name)?;
         let modifications = r.modifications;
         let table = self
-            .blocking(move |e| {
+            .engine
+            .run(move |e| {
                 let mut schema = e.schema(&name).map_err(status)?;
                 modify(&mut schema, modifications)?;
                 e.set_schema(&name, schema.clone()).map_err(status)?;
@@ -303,7 +299,8 @@ impl BigtableTableAdmin for AdminService {
                 return Err(invalid("delete_all_data_from_table must be true"))
             }
         };
-        self.blocking(move |e| drop_rows(e, &name, range).map_err(status))
+        self.engine
+            .run(move |e| drop_rows(e, &name, range).map_err(status))
             .await?;
         Ok(Response::new(()))
     }
@@ -313,7 +310,8 @@ impl BigtableTableAdmin for AdminService {
         request: Request<pb::GenerateConsistencyTokenRequest>,
     ) -> Result<Response<pb::GenerateConsistencyTokenResponse>, Status> {
         let name = table_name(&request.into_inner().name)?;
-        self.blocking(move |e| e.schema(&name).map_err(status))
+        self.engine
+            .run(move |e| e.schema(&name).map_err(status))
             .await?;
         // One copy of the data: every write acknowledged before the token is visible.
         Ok(Response::new(pb::GenerateConsistencyTokenResponse {
@@ -326,7 +324,8 @@ impl BigtableTableAdmin for AdminService {
         request: Request<pb::CheckConsistencyRequest>,
     ) -> Result<Response<pb::CheckConsistencyResponse>, Status> {
         let name = table_name(&request.into_inner().name)?;
-        self.blocking(move |e| e.schema(&name).map_err(status))
+        self.engine
+            .run(move |e| e.schema(&name).map_err(status))
             .await?;
         Ok(Response::new(pb::CheckConsistencyResponse {
             consistent: true,

@@ -17,6 +17,7 @@ use super::chunks::row_chunks;
 use super::convert::{self, invalid, status};
 use super::generated::data::bigtable_server::Bigtable;
 use super::names::table_name;
+use super::SharedEngine;
 use crate::engine::{Engine, ReadRequest, RowMutations};
 
 /// A ReadRows response carries rows until its chunks hold about this many value bytes.
@@ -25,24 +26,14 @@ const RESPONSE_BYTES: usize = 1 << 20;
 const STREAM_DEPTH: usize = 4;
 
 pub struct DataService {
-    engine: Arc<Engine>,
+    engine: SharedEngine,
 }
 
 impl DataService {
     pub fn new(engine: Arc<Engine>) -> Self {
-        DataService { engine }
-    }
-
-    /// Runs `work` with the engine on tokio's blocking pool (a commit may wait for an
-    /// fsync; the async workers must not).
-    async fn blocking<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&Engine) -> Result<T, Status> + Send + 'static,
-    ) -> Result<T, Status> {
-        let engine = self.engine.clone();
-        tokio::task::spawn_blocking(move || work(&engine))
-            .await
-            .map_err(|e| Status::internal(format!("request task failed: {e}")))?
+        DataService {
+            engine: SharedEngine(engine),
+        }
     }
 }
 
@@ -118,17 +109,15 @@ fn point_reads(
     }))
 }
 
-fn rpc_status(result: crate::Result<()>) -> rpc::Status {
+/// A MutateRows entry's status (OK for success).
+fn rpc_status(result: Result<(), Status>) -> rpc::Status {
     match result {
         Ok(()) => rpc::Status::default(),
-        Err(e) => {
-            let s = status(e);
-            rpc::Status {
-                code: s.code() as i32,
-                message: s.message().to_string(),
-                details: Vec::new(),
-            }
-        }
+        Err(s) => rpc::Status {
+            code: s.code() as i32,
+            message: s.message().to_string(),
+            details: Vec::new(),
+        },
     }
 }
 
@@ -146,20 +135,21 @@ impl Bigtable for DataService {
         let table = table_name(&r.table_name)?;
         let read = read_request(r)?;
         // Fail fast (NOT_FOUND) before the stream starts.
-        self.engine.schema(&table).map_err(status)?;
+        self.engine.0.schema(&table).map_err(status)?;
         if read.rows.ranges.is_empty()
             && !read.rows.keys.is_empty()
             && read.rows.keys.len() <= POINT_READ_KEYS
         {
             let response = self
-                .blocking(move |e| point_reads(e, &table, &read))
+                .engine
+                .run(move |e| point_reads(e, &table, &read))
                 .await?;
             return Ok(Response::new(Box::pin(tokio_stream::iter(
                 response.map(Ok),
             ))));
         }
         let (tx, rx) = mpsc::channel(STREAM_DEPTH);
-        let engine = self.engine.clone();
+        let engine = self.engine.0.clone();
         tokio::task::spawn_blocking(move || {
             if let Err(e) = stream_rows(&engine, &table, &read, &tx) {
                 let _ = tx.blocking_send(Err(e));
@@ -174,7 +164,8 @@ impl Bigtable for DataService {
     ) -> Result<Response<Self::SampleRowKeysStream>, Status> {
         let table = table_name(&request.into_inner().table_name)?;
         let samples = self
-            .blocking(move |e| e.sample_row_keys(&table).map_err(status))
+            .engine
+            .run(move |e| e.sample_row_keys(&table).map_err(status))
             .await?;
         let responses = samples.into_iter().map(|(row_key, offset)| {
             Ok(pb::SampleRowKeysResponse {
@@ -196,7 +187,8 @@ impl Bigtable for DataService {
         }
         let mutations = convert::mutations(r.mutations)?;
         let row = r.row_key;
-        self.blocking(move |e| e.mutate_row(&table, &row, &mutations).map_err(status))
+        self.engine
+            .run(move |e| e.mutate_row(&table, &row, &mutations).map_err(status))
             .await?;
         Ok(Response::new(pb::MutateRowResponse {}))
     }
@@ -228,20 +220,15 @@ impl Bigtable for DataService {
                     });
                     batch_index.push(i);
                 }
-                Err(s) => {
-                    statuses[i] = Some(rpc::Status {
-                        code: s.code() as i32,
-                        message: s.message().to_string(),
-                        details: Vec::new(),
-                    })
-                }
+                Err(s) => statuses[i] = Some(rpc_status(Err(s))),
             }
         }
         let results = self
-            .blocking(move |e| e.mutate_rows(&table, &batch).map_err(status))
+            .engine
+            .run(move |e| e.mutate_rows(&table, &batch).map_err(status))
             .await?;
         for (i, result) in batch_index.into_iter().zip(results) {
-            statuses[i] = Some(rpc_status(result));
+            statuses[i] = Some(rpc_status(result.map_err(status)));
         }
         let entries = statuses
             .into_iter()
@@ -269,7 +256,8 @@ impl Bigtable for DataService {
         let if_false = convert::mutations(r.false_mutations)?;
         let row = r.row_key;
         let matched = self
-            .blocking(move |e| {
+            .engine
+            .run(move |e| {
                 e.check_and_mutate_row(&table, &row, predicate.as_ref(), &if_true, &if_false)
                     .map_err(status)
             })
@@ -302,7 +290,8 @@ impl Bigtable for DataService {
             .collect::<Result<Vec<_>, _>>()?;
         let row = r.row_key;
         let written = self
-            .blocking(move |e| {
+            .engine
+            .run(move |e| {
                 e.read_modify_write_row(&table, &row, &rules)
                     .map_err(status)
             })

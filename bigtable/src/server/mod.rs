@@ -23,6 +23,23 @@ use crate::engine::Engine;
 use generated::admin::bigtable_table_admin_server::BigtableTableAdminServer;
 use generated::data::bigtable_server::BigtableServer;
 
+/// The engine as the services call it: work that may block (a commit waits for its log
+/// fsync) runs on tokio's blocking pool, never on the async workers.
+#[derive(Clone)]
+struct SharedEngine(Arc<Engine>);
+
+impl SharedEngine {
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Engine) -> Result<T, tonic::Status> + Send + 'static,
+    ) -> Result<T, tonic::Status> {
+        let engine = self.0.clone();
+        tokio::task::spawn_blocking(move || work(&engine))
+            .await
+            .map_err(|e| tonic::Status::internal(format!("request task failed: {e}")))?
+    }
+}
+
 /// Largest request or response message: Cloud Bigtable's 256 MiB request limit would let
 /// one client hold that much of our memory per call; we accept up to 64 MiB.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;

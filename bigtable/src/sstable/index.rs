@@ -4,7 +4,7 @@
 //! stay in the CPU cache, where searching the keys themselves cost a cache miss or two
 //! per probe. Full keys are compared only among blocks with equal heads.
 
-use super::block::{Block, BlockIter};
+use super::block::{common_prefix, Block, BlockIter};
 use super::format::BlockHandle;
 
 pub struct TableIndex {
@@ -102,18 +102,6 @@ impl TableIndex {
         }
         lo
     }
-
-    /// Bytes held in memory.
-    pub fn memory_bytes(&self) -> usize {
-        self.keys.capacity()
-            + self.heads.capacity() * 8
-            + self.ends.capacity() * std::mem::size_of::<usize>()
-            + self.handles.capacity() * std::mem::size_of::<BlockHandle>()
-    }
-}
-
-fn common_prefix(a: &[u8], b: &[u8]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 /// The first 8 bytes as a big-endian integer, zero-padded: heads order as the byte

@@ -97,11 +97,6 @@ impl Table {
             .collect()
     }
 
-    /// Memory the open table holds outside the block cache (index and filter).
-    pub fn memory_bytes(&self) -> usize {
-        self.index.memory_bytes() + self.filter.capacity()
-    }
-
     pub fn iter(self: &Arc<Self>) -> TableIter {
         TableIter {
             table: self.clone(),
