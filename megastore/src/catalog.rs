@@ -12,6 +12,8 @@ const TABLE: &str = "megastore.schemas";
 const FAMILY: &str = "s";
 const TEXT: &[u8] = b"text";
 const VERSION: &[u8] = b"version";
+/// `built.<index>`: the index's back-fill finished (value: the schema version).
+const BUILT: &str = "built.";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -39,6 +41,11 @@ impl<'e> Catalog<'e> {
             Ok(()) | Err(bigtable::Error::AlreadyExists(_)) => Ok(Catalog { engine }),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The catalog of an engine where [`Catalog::open`] already created its table.
+    pub(crate) fn existing(engine: &'e Engine) -> Self {
+        Catalog { engine }
     }
 
     /// The newest version of schema `name` and its number, if there is one.
@@ -117,6 +124,44 @@ impl<'e> Catalog<'e> {
             return Err(CatalogError::Conflict(schema.name));
         }
         Ok(version)
+    }
+
+    /// Version `version` of schema `name`.
+    pub fn get_version(&self, name: &str, version: u64) -> Result<Option<Schema>, CatalogError> {
+        let Some((_, text)) = self.history(name)?.into_iter().find(|(v, _)| *v == version) else {
+            return Ok(None);
+        };
+        parse(&text)
+            .map(Some)
+            .map_err(|e| CatalogError::Damaged(name.into(), e.to_string()))
+    }
+
+    /// Records that index `index` of schema `name` is complete (its back-fill is done).
+    pub fn mark_built(&self, name: &str, index: &str, version: u64) -> Result<(), CatalogError> {
+        let mutation = Mutation::SetCell {
+            family: FAMILY.into(),
+            qualifier: format!("{BUILT}{index}").into_bytes(),
+            timestamp: Some(0),
+            value: version.to_be_bytes().to_vec(),
+        };
+        self.engine
+            .mutate_row(TABLE, name.as_bytes(), &[mutation])?;
+        Ok(())
+    }
+
+    /// The indexes of schema `name` marked complete.
+    pub fn built(&self, name: &str) -> Result<Vec<String>, CatalogError> {
+        let Some(row) = self.engine.read_row(TABLE, name.as_bytes(), None)? else {
+            return Ok(Vec::new());
+        };
+        let mut out: Vec<String> = row
+            .cells
+            .iter()
+            .filter_map(|c| c.qualifier.strip_prefix(BUILT.as_bytes()))
+            .map(|q| String::from_utf8_lossy(q).into_owned())
+            .collect();
+        out.dedup();
+        Ok(out)
     }
 
     /// Every stored version of schema `name`, oldest first, as text.

@@ -106,6 +106,10 @@ fn check_types(table: &Table, values: &[Value]) -> Result<(), KeyError> {
             got: values.len(),
         });
     }
+    check_prefix_types(table, values)
+}
+
+fn check_prefix_types(table: &Table, values: &[Value]) -> Result<(), KeyError> {
     for (column, value) in table.primary_key.iter().zip(values) {
         let want = table.property(&column.name).map(|p| p.kind);
         if want != Some(value.kind()) {
@@ -128,15 +132,29 @@ pub fn row_key(schema: &Schema, table: &str, values: &[Value]) -> Result<Vec<u8>
         .table(table)
         .ok_or_else(|| KeyError::UnknownTable(table.into()))?;
     check_types(t, values)?;
+    key_prefix(schema, table, values)
+}
+
+/// The bytes every row key of `table` whose primary key starts with `values` starts
+/// with. `values` must hold at least the group's key columns.
+pub fn key_prefix(schema: &Schema, table: &str, values: &[Value]) -> Result<Vec<u8>, KeyError> {
+    let t = schema
+        .table(table)
+        .ok_or_else(|| KeyError::UnknownTable(table.into()))?;
     let root = schema
         .table(t.root_name())
         .ok_or_else(|| KeyError::UnknownTable(t.root_name().into()))?;
-    let group_columns = match &t.role {
-        GroupRole::Root => t.primary_key.len(),
-        GroupRole::Child { key, .. } => key.len(),
-    };
+    let group_len = group_columns(t);
+    if values.len() < group_len || values.len() > t.primary_key.len() {
+        return Err(KeyError::Arity {
+            table: t.name.clone(),
+            want: t.primary_key.len(),
+            got: values.len(),
+        });
+    }
+    check_prefix_types(t, values)?;
     let mut group = Vec::new();
-    for (column, value) in root.primary_key.iter().zip(&values[..group_columns]) {
+    for (column, value) in root.primary_key.iter().zip(&values[..group_len]) {
         encode_part(&mut group, value, column.descending);
     }
     let mut out = Vec::with_capacity(group.len() + 16);
@@ -144,10 +162,18 @@ pub fn row_key(schema: &Schema, table: &str, values: &[Value]) -> Result<Vec<u8>
         out.extend_from_slice(&scatter_prefix(&group));
     }
     out.extend_from_slice(&group);
-    for (column, value) in t.primary_key.iter().zip(values).skip(group_columns) {
+    for (column, value) in t.primary_key.iter().zip(values).skip(group_len) {
         encode_part(&mut out, value, column.descending);
     }
     Ok(out)
+}
+
+/// How many leading primary-key columns of `table` are its entity group's key.
+pub fn group_columns(table: &Table) -> usize {
+    match &table.role {
+        GroupRole::Root => table.primary_key.len(),
+        GroupRole::Child { key, .. } => key.len(),
+    }
 }
 
 /// Two bytes of a hash of the group key (FNV-1a, folded).

@@ -1,7 +1,53 @@
 //! `megastore`: schemas, entity groups with serializable transactions, and each group's
-//! write-ahead log kept in its root row and replicated with Paxos. Built so far: the
-//! schema language (`schema`) and row keys (`keys`).
+//! write-ahead log kept in its root row. Built so far, on one replica: the schema
+//! language (`schema`), row keys (`keys`), the catalog of schema versions (`catalog`),
+//! and transactions, reads and indexes (`database`). Layout on the tablet server:
+//! `docs/megastore-layout.md`.
 
+pub mod acceptor;
+mod apply;
 pub mod catalog;
+pub mod database;
+pub mod entity;
+mod global;
+pub mod index;
 pub mod keys;
+pub mod layout;
+pub mod log;
+pub mod read;
+pub mod replica;
 pub mod schema;
+pub mod txn;
+
+pub use database::{Committed, Database, DatabaseOptions, DatabaseStats, GroupKey, Stale};
+pub use entity::{Entity, Prop};
+pub use index::{merge_join, IndexHit};
+pub use keys::Value;
+pub use layout::ValueRange;
+pub use read::ReadMode;
+pub use txn::{Snapshot, Transaction};
+
+/// What can go wrong in a Megastore operation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Another transaction took the log position this one wanted; retrying from a fresh
+    /// read may succeed.
+    #[error("conflict: another transaction committed at position {0} first")]
+    Conflict(u64),
+    #[error(
+        "gave up after {attempts} attempts, each lost its log position to another transaction"
+    )]
+    TooManyConflicts { attempts: u32 },
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("index {0} is still being back-filled")]
+    IndexNotReady(String),
+    #[error("stored data is damaged: {0}")]
+    Damaged(String),
+    #[error(transparent)]
+    Key(#[from] keys::KeyError),
+    #[error(transparent)]
+    Catalog(#[from] catalog::CatalogError),
+    #[error(transparent)]
+    Storage(#[from] bigtable::Error),
+}

@@ -1,0 +1,296 @@
+//! Redo: turning a committed log entry into cells. Every cell an entry produces is
+//! written at the entry's timestamp, and everything it depends on (the entities as they
+//! were) is read as of just before that timestamp, so applying an entry twice, or
+//! finishing an apply a crash interrupted, writes the same cells.
+//!
+//! Applying maintains the data and the local indexes; the global indexes are
+//! maintained later from the same entries by the background indexer, through
+//! [`apply_global_indexes`].
+
+use std::collections::BTreeMap;
+
+use bigtable::{Engine, Mutation, RowMutations, RowRange};
+
+use crate::entity::{encode_prop, Entity};
+use crate::index::{diff, encode_hit, entries, IndexHit};
+use crate::keys::{group_columns, row_key, storage_table};
+use crate::layout::{self, data_table, global_index_table, prefix_end};
+use crate::log::{LogEntry, Write};
+use crate::read;
+use crate::schema::{Index, IndexScope, Schema, Table};
+use crate::Error;
+
+/// One entity's change in an entry: from `old` to `new`, in the given indexes.
+struct Change<'s> {
+    table: &'s Table,
+    row: Vec<u8>,
+    old: Option<Entity>,
+    new: Option<Entity>,
+    /// `Some`: only this index (a back-fill); `None`: the data and every index.
+    only_index: Option<&'s str>,
+}
+
+/// Mutations grouped by Bigtable table and row.
+type Batch = BTreeMap<String, BTreeMap<Vec<u8>, Vec<Mutation>>>;
+
+/// Writes an entry's data and local-index cells.
+pub fn apply_entry(
+    engine: &Engine,
+    schema: &Schema,
+    group_row: &[u8],
+    entry: &LogEntry,
+) -> Result<(), Error> {
+    let changes = changes(engine, schema, group_row, entry)?;
+    let mut batch = Batch::new();
+    for change in &changes {
+        if change.only_index.is_none() {
+            data_mutations(schema, change, entry.timestamp, &mut batch);
+        }
+        index_mutations(
+            schema,
+            group_row,
+            change,
+            IndexScope::Local,
+            entry.timestamp,
+            &mut batch,
+        )?;
+    }
+    write(engine, batch)
+}
+
+/// Writes an (already applied) entry's global-index cells.
+pub fn apply_global_indexes(
+    engine: &Engine,
+    schema: &Schema,
+    group_row: &[u8],
+    entry: &LogEntry,
+) -> Result<(), Error> {
+    if !touches_global_index(schema, entry) {
+        return Ok(());
+    }
+    let mut batch = Batch::new();
+    for change in &changes(engine, schema, group_row, entry)? {
+        index_mutations(
+            schema,
+            group_row,
+            change,
+            IndexScope::Global,
+            entry.timestamp,
+            &mut batch,
+        )?;
+    }
+    write(engine, batch)
+}
+
+/// Whether the entry changes any global index (the indexer has work to do for it).
+pub fn touches_global_index(schema: &Schema, entry: &LogEntry) -> bool {
+    let global = |i: &&Index| i.scope == IndexScope::Global;
+    entry.writes.iter().any(|w| match w {
+        Write::Put(e) => schema
+            .indexes
+            .iter()
+            .filter(global)
+            .any(|i| i.table == e.table),
+        Write::Delete { table, .. } => schema
+            .indexes
+            .iter()
+            .filter(global)
+            .any(|i| &i.table == table),
+        Write::Reindex { index } => schema
+            .indexes
+            .iter()
+            .filter(global)
+            .any(|i| &i.name == index),
+    })
+}
+
+fn changes<'s>(
+    engine: &Engine,
+    schema: &'s Schema,
+    group_row: &[u8],
+    entry: &LogEntry,
+) -> Result<Vec<Change<'s>>, Error> {
+    let before = Some(entry.timestamp - 1);
+    let table_of = |name: &str| {
+        schema
+            .table(name)
+            .ok_or_else(|| Error::Damaged(format!("log entry names unknown table {name}")))
+    };
+    let mut out = Vec::new();
+    for write in &entry.writes {
+        match write {
+            Write::Put(entity) => {
+                let table = table_of(&entity.table)?;
+                let row = row_key(schema, &table.name, &entity.key(table)?)?;
+                let old = read::get(engine, schema, &table.name, &row, before)?;
+                out.push(Change {
+                    table,
+                    row,
+                    old,
+                    new: Some(entity.clone()),
+                    only_index: None,
+                });
+            }
+            Write::Delete { table, key } => {
+                let table = table_of(table)?;
+                let row = row_key(schema, &table.name, key)?;
+                let old = read::get(engine, schema, &table.name, &row, before)?;
+                out.push(Change {
+                    table,
+                    row,
+                    old,
+                    new: None,
+                    only_index: None,
+                });
+            }
+            Write::Reindex { index } => {
+                let def = schema
+                    .indexes
+                    .iter()
+                    .find(|i| &i.name == index)
+                    .ok_or_else(|| {
+                        Error::Damaged(format!("log entry names unknown index {index}"))
+                    })?;
+                let table = table_of(&def.table)?;
+                let rows = RowRange {
+                    start: std::ops::Bound::Included(group_row.to_vec()),
+                    end: prefix_end(group_row)
+                        .map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded),
+                };
+                for entity in read::scan(engine, schema, &table.name, rows, before)? {
+                    let row = row_key(schema, &table.name, &entity.key(table)?)?;
+                    out.push(Change {
+                        table,
+                        row,
+                        old: None,
+                        new: Some(entity),
+                        only_index: Some(&def.name),
+                    });
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The entity's cells: its existence marker, and every declared property (empty when
+/// absent, hiding older values).
+fn data_mutations(schema: &Schema, change: &Change<'_>, ts: i64, batch: &mut Batch) {
+    let table = change.table;
+    let bt = data_table(schema, storage_table(schema, &table.name));
+    let cells = batch
+        .entry(bt)
+        .or_default()
+        .entry(change.row.clone())
+        .or_default();
+    let set = |family: &str, qualifier: Vec<u8>, value: Vec<u8>| Mutation::SetCell {
+        family: family.as_bytes().to_vec(),
+        qualifier,
+        timestamp: Some(ts),
+        value,
+    };
+    let present = change.new.is_some();
+    cells.push(set(
+        layout::EXISTS,
+        table.name.as_bytes().to_vec(),
+        if present { vec![1] } else { Vec::new() },
+    ));
+    if let Some(entity) = &change.new {
+        for p in &table.properties {
+            let mut value = Vec::new();
+            if let Some(prop) = entity.props.get(&p.name) {
+                encode_prop(&mut value, prop);
+            }
+            cells.push(set(
+                layout::PROPS,
+                crate::keys::column_name(&table.name, &p.name),
+                value,
+            ));
+        }
+    }
+}
+
+fn index_mutations(
+    schema: &Schema,
+    group_row: &[u8],
+    change: &Change<'_>,
+    scope: IndexScope,
+    ts: i64,
+    batch: &mut Batch,
+) -> Result<(), Error> {
+    let indexes = schema.indexes.iter().filter(|i| {
+        i.scope == scope
+            && i.table == change.table.name
+            && !matches!(change.only_index, Some(only) if only != i.name)
+    });
+    for index in indexes {
+        let of = |e: &Option<Entity>| {
+            e.as_ref()
+                .map_or(Ok(Vec::new()), |e| entries(index, schema, e))
+        };
+        let (removed, written) = diff(of(&change.old)?, of(&change.new)?);
+        for (hit, value) in
+            removed
+                .into_iter()
+                .map(|h| (h, Vec::new()))
+                .chain(written.into_iter().map(|h| {
+                    let v = encode_hit(&h);
+                    (h, v)
+                }))
+        {
+            let (bt, row, family, qualifier) = index_cell(schema, group_row, change, index, &hit);
+            batch
+                .entry(bt)
+                .or_default()
+                .entry(row)
+                .or_default()
+                .push(Mutation::SetCell {
+                    family: family.as_bytes().to_vec(),
+                    qualifier,
+                    timestamp: Some(ts),
+                    value,
+                });
+        }
+    }
+    Ok(())
+}
+
+/// Where an index entry's cell lives: (Bigtable table, row, family, qualifier).
+fn index_cell(
+    schema: &Schema,
+    group_row: &[u8],
+    change: &Change<'_>,
+    index: &Index,
+    hit: &IndexHit,
+) -> (String, Vec<u8>, &'static str, Vec<u8>) {
+    match index.scope {
+        IndexScope::Local => {
+            let rest = &hit.key[group_columns(change.table).min(hit.key.len())..];
+            (
+                data_table(schema, storage_table(schema, &index.table)),
+                layout::local_index_row(group_row, &index.name, &hit.values, rest),
+                layout::LOCAL_INDEX,
+                index.name.as_bytes().to_vec(),
+            )
+        }
+        IndexScope::Global => (
+            global_index_table(schema, &index.name),
+            layout::global_index_row(&hit.values, &change.row),
+            layout::GLOBAL_INDEX,
+            layout::GLOBAL_ENTRY.to_vec(),
+        ),
+    }
+}
+
+fn write(engine: &Engine, batch: Batch) -> Result<(), Error> {
+    for (table, rows) in batch {
+        let rows: Vec<RowMutations> = rows
+            .into_iter()
+            .map(|(row, mutations)| RowMutations { row, mutations })
+            .collect();
+        for result in engine.mutate_rows(&table, &rows)? {
+            result?;
+        }
+    }
+    Ok(())
+}

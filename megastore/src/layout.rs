@@ -1,0 +1,271 @@
+//! Where a schema's data, indexes and replication state lie in the tablet server: the
+//! Bigtable tables, their column families, the root row's replication cells and the
+//! index row keys. The full picture, with an example: `docs/megastore-layout.md`.
+
+use std::ops::Bound;
+
+use bigtable::{Engine, GcRule, RowFilter, TableSchema};
+
+use crate::keys::{encode_part, Value};
+use crate::schema::{IndexScope, Schema};
+use crate::Error;
+
+/// Entity properties: qualifier `Table.property`, one version per log position.
+pub const PROPS: &str = "p";
+/// Entity existence: qualifier `Table`, value `01` (present) or empty (deleted).
+pub const EXISTS: &str = "e";
+/// Local index entries: qualifier = the index name.
+pub const LOCAL_INDEX: &str = "i";
+/// Root row: the acceptor state of each log position, qualifier = position (8 bytes BE).
+pub const LOG: &str = "log";
+/// Root row: the group's [`GroupMeta`], qualifier `state`.
+pub const META: &str = "m";
+pub const META_STATE: &[u8] = b"state";
+/// Global index tables: one family, one column.
+pub const GLOBAL_INDEX: &str = "g";
+pub const GLOBAL_ENTRY: &[u8] = b"e";
+
+/// The Bigtable table holding the entities of Megastore table `storage` (after
+/// following `IN TABLE`).
+pub fn data_table(schema: &Schema, storage: &str) -> String {
+    format!("{}.{storage}", schema.name)
+}
+
+/// The Bigtable table of a global index.
+pub fn global_index_table(schema: &Schema, index: &str) -> String {
+    format!("{}.idx.{index}", schema.name)
+}
+
+/// Creates every Bigtable table the schema needs that does not exist yet.
+pub fn create_tables(engine: &Engine, schema: &Schema) -> Result<(), Error> {
+    let mut data = TableSchema::with_families([PROPS, EXISTS, LOCAL_INDEX]);
+    // Replication state is overwritten in place: keep only the newest cell.
+    data.families.insert(LOG.into(), GcRule::MaxVersions(1));
+    data.families.insert(META.into(), GcRule::MaxVersions(1));
+    for table in schema.tables.iter().filter(|t| t.in_table.is_none()) {
+        create(engine, &data_table(schema, &table.name), data.clone())?;
+    }
+    for index in schema
+        .indexes
+        .iter()
+        .filter(|i| i.scope == IndexScope::Global)
+    {
+        create(
+            engine,
+            &global_index_table(schema, &index.name),
+            TableSchema::with_families([GLOBAL_INDEX]),
+        )?;
+    }
+    Ok(())
+}
+
+fn create(engine: &Engine, name: &str, schema: TableSchema) -> Result<(), Error> {
+    match engine.create_table(name, schema) {
+        Ok(()) | Err(bigtable::Error::AlreadyExists(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The replication and bookkeeping state of a group on one replica, in the root row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GroupMeta {
+    /// Every position up to this one is applied to the data.
+    pub applied: u64,
+    /// The timestamp of the applied position's entry (0 before the first).
+    pub applied_timestamp: i64,
+    /// Every position up to this one is reflected in the global indexes.
+    pub indexed: u64,
+    /// The schema version of the applied position's entry: later transactions on the
+    /// group must run under this version or a newer one.
+    pub schema_version: u64,
+}
+
+impl GroupMeta {
+    /// `applied`, `applied_timestamp`, `indexed`, `schema_version` (8 bytes BE each),
+    /// then a CRC-32 (little-endian) of those 32 bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::LEN);
+        out.extend_from_slice(&self.applied.to_be_bytes());
+        out.extend_from_slice(&self.applied_timestamp.to_be_bytes());
+        out.extend_from_slice(&self.indexed.to_be_bytes());
+        out.extend_from_slice(&self.schema_version.to_be_bytes());
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<GroupMeta, Error> {
+        let damaged = || Error::Damaged("group state cell does not decode".into());
+        if bytes.len() != Self::LEN || crc32fast::hash(&bytes[..32]).to_le_bytes() != bytes[32..] {
+            return Err(damaged());
+        }
+        let word = |i: usize| -> Result<[u8; 8], Error> {
+            bytes[i * 8..i * 8 + 8].try_into().map_err(|_| damaged())
+        };
+        Ok(GroupMeta {
+            applied: u64::from_be_bytes(word(0)?),
+            applied_timestamp: i64::from_be_bytes(word(1)?),
+            indexed: u64::from_be_bytes(word(2)?),
+            schema_version: u64::from_be_bytes(word(3)?),
+        })
+    }
+
+    const LEN: usize = 36;
+}
+
+pub fn log_qualifier(position: u64) -> Vec<u8> {
+    position.to_be_bytes().to_vec()
+}
+
+/// The row key of a local index entry: the group's key, the index name, the indexed
+/// values, then the entity's key columns after the group's. It lies inside the group's
+/// key range; the `i` family tells it from entity rows that may share the key.
+pub fn local_index_row(group: &[u8], index: &str, values: &[Value], rest: &[Value]) -> Vec<u8> {
+    let mut row = local_index_prefix(group, index);
+    for v in values.iter().chain(rest) {
+        encode_part(&mut row, v, false);
+    }
+    row
+}
+
+pub fn local_index_prefix(group: &[u8], index: &str) -> Vec<u8> {
+    let mut row = group.to_vec();
+    encode_part(&mut row, &Value::String(index.into()), false);
+    row
+}
+
+/// The row key of a global index entry: the indexed values, then the entity's row key.
+pub fn global_index_row(values: &[Value], entity_row: &[u8]) -> Vec<u8> {
+    let mut row = Vec::with_capacity(entity_row.len() + 16);
+    for v in values {
+        encode_part(&mut row, v, false);
+    }
+    row.extend_from_slice(entity_row);
+    row
+}
+
+/// The smallest key greater than every key that starts with `prefix` (`None`: no
+/// such key, the range is unbounded above).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// Bounds on index values, as tuples of leading index columns: `Included(t)` as a
+/// lower bound starts at the first entry whose values start with `t`; as an upper
+/// bound it ends after the last.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValueRange {
+    pub start: Bound<Vec<Value>>,
+    pub end: Bound<Vec<Value>>,
+}
+
+impl ValueRange {
+    /// Every entry whose values start with `values`.
+    pub fn prefix(values: Vec<Value>) -> Self {
+        ValueRange {
+            start: Bound::Included(values.clone()),
+            end: Bound::Included(values),
+        }
+    }
+
+    pub fn all() -> Self {
+        ValueRange {
+            start: Bound::Unbounded,
+            end: Bound::Unbounded,
+        }
+    }
+
+    /// The row range under `base` (the bytes every entry's key starts with).
+    pub fn rows(&self, base: &[u8]) -> bigtable::RowRange {
+        let encoded = |values: &[Value]| {
+            let mut key = base.to_vec();
+            for v in values {
+                encode_part(&mut key, v, false);
+            }
+            key
+        };
+        let after = |key: Vec<u8>| prefix_end(&key).map_or(Bound::Unbounded, Bound::Excluded);
+        let start = match &self.start {
+            Bound::Included(v) => Bound::Included(encoded(v)),
+            Bound::Excluded(v) => match prefix_end(&encoded(v)) {
+                Some(k) => Bound::Included(k),
+                None => Bound::Excluded(encoded(v)),
+            },
+            Bound::Unbounded => Bound::Included(base.to_vec()),
+        };
+        let end = match &self.end {
+            Bound::Included(v) => after(encoded(v)),
+            Bound::Excluded(v) => Bound::Excluded(encoded(v)),
+            Bound::Unbounded => after(base.to_vec()),
+        };
+        bigtable::RowRange { start, end }
+    }
+}
+
+/// Keeps the newest cell at or before `timestamp` of each column (all cells' newest
+/// when `None`) in `family`.
+pub fn family_at(family: &str, timestamp: Option<i64>) -> RowFilter {
+    newest_at(
+        timestamp,
+        vec![RowFilter::ColumnRange {
+            family: family.into(),
+            start: Bound::Unbounded,
+            end: Bound::Unbounded,
+        }],
+    )
+}
+
+/// `chain`, then only the newest cell at or before `timestamp` (the newest of all when
+/// `None`) of each column.
+pub fn newest_at(timestamp: Option<i64>, mut chain: Vec<RowFilter>) -> RowFilter {
+    if let Some(ts) = timestamp {
+        chain.push(RowFilter::TimestampRange {
+            start: 0,
+            end: Some(ts.saturating_add(1)),
+        });
+    }
+    chain.push(RowFilter::CellsPerColumnLimit(1));
+    RowFilter::Chain(chain)
+}
+
+/// Exactly the column `family:qualifier`.
+pub fn column(family: &str, qualifier: &[u8]) -> RowFilter {
+    RowFilter::ColumnRange {
+        family: family.into(),
+        start: Bound::Included(qualifier.to_vec()),
+        end: Bound::Included(qualifier.to_vec()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_ends_skip_trailing_ff() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(&[1, 0xFF]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xFF, 0xFF]), None);
+    }
+
+    #[test]
+    fn group_state_round_trips_and_detects_damage() {
+        let meta = GroupMeta {
+            applied: 5,
+            applied_timestamp: 77,
+            indexed: 4,
+            schema_version: 2,
+        };
+        let mut bytes = meta.encode();
+        assert_eq!(GroupMeta::decode(&bytes).ok(), Some(meta));
+        bytes[0] ^= 1;
+        assert!(GroupMeta::decode(&bytes).is_err());
+    }
+}

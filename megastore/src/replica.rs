@@ -1,0 +1,203 @@
+//! What one replica can do to an entity group's replication state, each step a
+//! single-row operation on its tablet server: read the root row's log and state cells,
+//! accept a value at a position (compare-and-set on that position's cell), advance the
+//! group's state, and drop old log cells. The next part of the work reaches remote
+//! replicas with the same operations.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bigtable::{Engine, Mutation, RowFilter, TimestampRange};
+
+use crate::acceptor::{AcceptorState, Refusal};
+use crate::layout::{column, family_at, log_qualifier, GroupMeta, LOG, META, META_STATE};
+use crate::Error;
+
+/// An entity group's root row, as the replica addresses it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RootRow {
+    /// The Bigtable table.
+    pub table: String,
+    pub row: Vec<u8>,
+}
+
+/// What a replica's root row says about the group.
+#[derive(Debug, Clone, Default)]
+pub struct GroupState {
+    pub meta: GroupMeta,
+    /// The state cell's bytes, for compare-and-set (`None`: never written).
+    pub meta_cell: Option<Vec<u8>>,
+    /// The acceptor state of every retained log position.
+    pub log: BTreeMap<u64, AcceptorState>,
+}
+
+impl GroupState {
+    /// The highest position holding an accepted value. With one replica, accepted is
+    /// chosen, and positions are filled in order.
+    pub fn last_accepted(&self) -> u64 {
+        self.log
+            .iter()
+            .rev()
+            .find(|(_, s)| s.accepted.is_some())
+            .map_or(self.meta.applied, |(p, _)| (*p).max(self.meta.applied))
+    }
+
+    pub fn value_at(&self, position: u64) -> Option<&[u8]> {
+        self.log
+            .get(&position)?
+            .accepted
+            .as_ref()
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+pub struct Replica {
+    engine: Arc<Engine>,
+}
+
+impl Replica {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Replica { engine }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Reads the group's state and retained log from its root row (one row read).
+    pub fn group_state(&self, root: &RootRow) -> Result<GroupState, Error> {
+        let filter = RowFilter::Interleave(vec![family_at(LOG, None), family_at(META, None)]);
+        let mut state = GroupState::default();
+        let Some(row) = self
+            .engine
+            .read_row(&root.table, &root.row, Some(&filter))?
+        else {
+            return Ok(state);
+        };
+        for cell in row.cells {
+            if cell.family == META.as_bytes() && cell.qualifier == META_STATE {
+                state.meta = GroupMeta::decode(&cell.value)?;
+                state.meta_cell = Some(cell.value);
+            } else if cell.family == LOG.as_bytes() {
+                let position = <[u8; 8]>::try_from(cell.qualifier.as_slice())
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| Error::Damaged("log cell qualifier is not a position".into()))?;
+                state
+                    .log
+                    .insert(position, AcceptorState::decode(&cell.value)?);
+            }
+        }
+        Ok(state)
+    }
+
+    /// Asks the acceptor of `position` to accept `value` with `ballot`.
+    pub fn accept(
+        &self,
+        root: &RootRow,
+        position: u64,
+        ballot: u64,
+        value: &[u8],
+    ) -> Result<Result<(), Refusal>, Error> {
+        let qualifier = log_qualifier(position);
+        loop {
+            let current = self.cell(root, LOG, &qualifier)?;
+            let state = match &current {
+                Some(bytes) => AcceptorState::decode(bytes)?,
+                None => AcceptorState::default(),
+            };
+            let next = match state.accept(ballot, value) {
+                Ok(next) => next,
+                Err(refusal) => return Ok(Err(refusal)),
+            };
+            if self.compare_and_set(root, LOG, &qualifier, current.as_deref(), next.encode())? {
+                return Ok(Ok(()));
+            }
+            // The cell changed between our read and our write: judge again.
+        }
+    }
+
+    /// Replaces the group's state cell if it still holds `expected`.
+    pub fn set_meta(
+        &self,
+        root: &RootRow,
+        expected: Option<&[u8]>,
+        meta: GroupMeta,
+    ) -> Result<bool, Error> {
+        self.compare_and_set(root, META, META_STATE, expected, meta.encode())
+    }
+
+    /// Deletes the log cells of `positions`.
+    pub fn delete_log(&self, root: &RootRow, positions: &[u64]) -> Result<(), Error> {
+        let mutations: Vec<Mutation> = positions
+            .iter()
+            .map(|p| Mutation::DeleteFromColumn {
+                family: LOG.as_bytes().to_vec(),
+                qualifier: log_qualifier(*p),
+                range: TimestampRange {
+                    start: 0,
+                    end: None,
+                },
+            })
+            .collect();
+        if !mutations.is_empty() {
+            self.engine.mutate_row(&root.table, &root.row, &mutations)?;
+        }
+        Ok(())
+    }
+
+    fn cell(
+        &self,
+        root: &RootRow,
+        family: &str,
+        qualifier: &[u8],
+    ) -> Result<Option<Vec<u8>>, Error> {
+        let filter = RowFilter::Chain(vec![
+            column(family, qualifier),
+            RowFilter::CellsPerColumnLimit(1),
+        ]);
+        let row = self
+            .engine
+            .read_row(&root.table, &root.row, Some(&filter))?;
+        Ok(row
+            .and_then(|r| r.cells.into_iter().next())
+            .map(|c| c.value))
+    }
+
+    /// One check-and-mutate: writes `value` to the column if its newest cell equals
+    /// `expected` (`None`: the column is empty). Whether it wrote.
+    fn compare_and_set(
+        &self,
+        root: &RootRow,
+        family: &str,
+        qualifier: &[u8],
+        expected: Option<&[u8]>,
+        value: Vec<u8>,
+    ) -> Result<bool, Error> {
+        let write = [Mutation::SetCell {
+            family: family.as_bytes().to_vec(),
+            qualifier: qualifier.to_vec(),
+            timestamp: Some(0),
+            value,
+        }];
+        let mut predicate = vec![column(family, qualifier), RowFilter::CellsPerColumnLimit(1)];
+        if let Some(old) = expected {
+            predicate.push(RowFilter::ValueRange {
+                start: std::ops::Bound::Included(old.to_vec()),
+                end: std::ops::Bound::Included(old.to_vec()),
+            });
+        }
+        let predicate = RowFilter::Chain(predicate);
+        let (if_true, if_false): (&[Mutation], &[Mutation]) = match expected {
+            Some(_) => (&write, &[]),
+            None => (&[], &write),
+        };
+        let matched = self.engine.check_and_mutate_row(
+            &root.table,
+            &root.row,
+            Some(&predicate),
+            if_true,
+            if_false,
+        )?;
+        Ok(matched == expected.is_some())
+    }
+}

@@ -1,0 +1,182 @@
+//! Reading one entity group as of a log position ([`Snapshot`]), and a transaction:
+//! a snapshot plus writes buffered until commit ([`Transaction`]).
+
+use std::collections::BTreeMap;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use crate::database::Core;
+use crate::entity::Entity;
+use crate::index::IndexHit;
+use crate::keys::{group_columns, key_prefix, row_key, Value};
+use crate::layout::{prefix_end, ValueRange};
+use crate::log::Write;
+use crate::read;
+use crate::schema::{IndexScope, Schema, Table};
+use crate::Error;
+
+/// A consistent view of one entity group: every read sees the group as of one log
+/// position (or, for an inconsistent read, the newest cells).
+pub struct Snapshot<'d> {
+    pub(crate) core: &'d Core,
+    pub(crate) schema: Arc<Schema>,
+    pub(crate) root_table: String,
+    pub(crate) group_row: Vec<u8>,
+    /// `None` for an inconsistent read.
+    pub(crate) position: Option<u64>,
+    pub(crate) timestamp: Option<i64>,
+}
+
+impl Snapshot<'_> {
+    /// The log position this snapshot reads at (`None`: an inconsistent read).
+    pub fn position(&self) -> Option<u64> {
+        self.position
+    }
+
+    /// The entity of `table` with primary key `key`, if it exists.
+    pub fn get(&self, table: &str, key: &[Value]) -> Result<Option<Entity>, Error> {
+        let row = self.own_row(table, key)?;
+        read::get(
+            self.core.engine(),
+            &self.schema,
+            table,
+            &row,
+            self.timestamp,
+        )
+    }
+
+    /// The entities of `table` in this group whose primary key starts with `prefix`
+    /// (which holds at least the group's key columns), in key order.
+    pub fn scan(&self, table: &str, prefix: &[Value]) -> Result<Vec<Entity>, Error> {
+        let t = self.own_table(table)?;
+        let gc = group_columns(t);
+        if prefix.len() < gc {
+            return Err(Error::Invalid(format!(
+                "a scan of {table} needs its {gc} entity-group key columns"
+            )));
+        }
+        self.check_group(t, &prefix[..gc])?;
+        let start = key_prefix(&self.schema, table, prefix)?;
+        let rows = bigtable::RowRange {
+            end: prefix_end(&start).map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded),
+            start: std::ops::Bound::Included(start),
+        };
+        read::scan(
+            self.core.engine(),
+            &self.schema,
+            table,
+            rows,
+            self.timestamp,
+        )
+    }
+
+    /// The entries of local index `index` in this group whose values lie in `range`,
+    /// in (values, key) order. Each hit carries the entity's key and its `STORING`
+    /// properties; fetch the entity with [`Snapshot::get`] when more is needed.
+    pub fn query_local(&self, index: &str, range: &ValueRange) -> Result<Vec<IndexHit>, Error> {
+        let def = self
+            .schema
+            .indexes
+            .iter()
+            .find(|i| i.name == index && i.scope == IndexScope::Local)
+            .ok_or_else(|| Error::Invalid(format!("no local index {index}")))?;
+        self.own_table(&def.table)?;
+        self.core.check_built(index)?;
+        read::local_index(
+            self.core.engine(),
+            &self.schema,
+            &self.group_row,
+            index,
+            range,
+            self.timestamp,
+        )
+    }
+
+    fn own_table(&self, table: &str) -> Result<&Table, Error> {
+        let t = self
+            .schema
+            .table(table)
+            .ok_or_else(|| Error::Invalid(format!("table {table} is not in the schema")))?;
+        if t.root_name() != self.root_table {
+            return Err(Error::Invalid(format!(
+                "table {table} is not in {}'s entity groups",
+                self.root_table
+            )));
+        }
+        Ok(t)
+    }
+
+    fn check_group(&self, table: &Table, group_values: &[Value]) -> Result<(), Error> {
+        if key_prefix(&self.schema, &table.name, group_values)? != self.group_row {
+            return Err(Error::Invalid(format!(
+                "{} {:?} is not in this transaction's entity group",
+                table.name, group_values
+            )));
+        }
+        Ok(())
+    }
+
+    /// The row of `table`'s entity `key`, which must belong to this group.
+    fn own_row(&self, table: &str, key: &[Value]) -> Result<Vec<u8>, Error> {
+        let t = self.own_table(table)?;
+        let row = row_key(&self.schema, table, key)?;
+        self.check_group(t, &key[..group_columns(t)])?;
+        Ok(row)
+    }
+}
+
+/// A transaction on one entity group: reads see the snapshot it started from; writes
+/// are buffered and become one log entry at commit. The last write to an entity wins.
+pub struct Transaction<'d> {
+    pub(crate) snapshot: Snapshot<'d>,
+    pub(crate) writes: BTreeMap<(String, Vec<u8>), Write>,
+    pub(crate) reindex: Vec<String>,
+}
+
+impl<'d> Deref for Transaction<'d> {
+    type Target = Snapshot<'d>;
+
+    fn deref(&self) -> &Snapshot<'d> {
+        &self.snapshot
+    }
+}
+
+impl Transaction<'_> {
+    /// Writes `entity` (all of it: properties it lacks become absent).
+    pub fn put(&mut self, entity: Entity) -> Result<(), Error> {
+        entity.check(&self.schema)?;
+        let table = self.snapshot.own_table(&entity.table)?;
+        let row = self.snapshot.own_row(&entity.table, &entity.key(table)?)?;
+        self.writes
+            .insert((entity.table.clone(), row), Write::Put(entity));
+        Ok(())
+    }
+
+    /// Deletes the entity of `table` with primary key `key` (nothing if there is none).
+    pub fn delete(&mut self, table: &str, key: &[Value]) -> Result<(), Error> {
+        let row = self.snapshot.own_row(table, key)?;
+        self.writes.insert(
+            (table.to_string(), row),
+            Write::Delete {
+                table: table.to_string(),
+                key: key.to_vec(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Back-fills index `index` in this group when the transaction commits.
+    pub(crate) fn reindex(&mut self, index: &str) {
+        self.reindex.push(index.to_string());
+    }
+
+    pub(crate) fn into_writes(self) -> Vec<Write> {
+        let mut writes: Vec<Write> = self.writes.into_values().collect();
+        writes.extend(
+            self.reindex
+                .into_iter()
+                .map(|index| Write::Reindex { index }),
+        );
+        writes
+    }
+}

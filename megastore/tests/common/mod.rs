@@ -1,0 +1,79 @@
+//! What the Megastore integration tests share: the paper's PhotoApp schema and helpers
+//! to build its entities on an in-memory engine.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::sync::Arc;
+
+use bigtable::fs::FaultyFs;
+use bigtable::{Engine, EngineOptions};
+use megastore::{Database, DatabaseOptions, Entity, GroupKey, Value};
+
+pub const PHOTO_APP: &str = "
+CREATE SCHEMA PhotoApp;
+CREATE TABLE User {
+  required int64 user_id;
+  required string name;
+} PRIMARY KEY(user_id), ENTITY GROUP ROOT;
+CREATE TABLE Photo {
+  required int64 user_id;
+  required int32 photo_id;
+  required int64 time;
+  required string full_url;
+  optional string thumbnail_url;
+  repeated string tag;
+} PRIMARY KEY(user_id, photo_id),
+  IN TABLE User,
+  ENTITY GROUP KEY(user_id) REFERENCES User;
+CREATE LOCAL INDEX PhotosByTime ON Photo(user_id, time);
+CREATE GLOBAL INDEX PhotosByTag ON Photo(tag) STORING (thumbnail_url);
+";
+
+pub fn engine(fs: &FaultyFs) -> Arc<Engine> {
+    Arc::new(
+        Engine::open(Arc::new(fs.clone()), "/db", EngineOptions::tiny()).expect("engine opens"),
+    )
+}
+
+pub fn photo_app(fs: &FaultyFs) -> Database {
+    Database::open_with_schema(engine(fs), PHOTO_APP, DatabaseOptions::default())
+        .expect("database opens")
+}
+
+pub fn user_group(id: i64) -> GroupKey {
+    GroupKey::new("User", vec![Value::Int64(id)])
+}
+
+pub fn user(id: i64, name: &str) -> Entity {
+    Entity::new("User")
+        .set("user_id", Value::Int64(id))
+        .set("name", Value::String(name.into()))
+}
+
+pub fn photo(user: i64, id: i32, time: i64, tags: &[&str]) -> Entity {
+    Entity::new("Photo")
+        .set("user_id", Value::Int64(user))
+        .set("photo_id", Value::Int32(id))
+        .set("time", Value::Int64(time))
+        .set("full_url", Value::String(format!("https://p/{user}/{id}")))
+        .set(
+            "thumbnail_url",
+            Value::String(format!("https://t/{user}/{id}")),
+        )
+        .set_many(
+            "tag",
+            tags.iter().map(|t| Value::String((*t).into())).collect(),
+        )
+}
+
+pub fn photo_key(user: i64, id: i32) -> Vec<Value> {
+    vec![Value::Int64(user), Value::Int32(id)]
+}
+
+pub fn int(v: &Value) -> i64 {
+    match v {
+        Value::Int64(x) => *x,
+        Value::Int32(x) => i64::from(*x),
+        other => panic!("not an integer: {other:?}"),
+    }
+}
