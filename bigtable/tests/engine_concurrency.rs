@@ -142,3 +142,43 @@ fn writers_stall_while_a_flush_cannot_finish_then_fail_cleanly_and_recover() {
     let rows = engine.read_rows("t", &ReadRequest::default()).unwrap();
     assert_eq!(rows.len(), written + 1, "every acknowledged write is there");
 }
+
+/// Read-your-writes: once a write returns, a read in the same thread sees it, even
+/// while other writers hold earlier sequence numbers that have not finished yet.
+#[test]
+fn an_acknowledged_write_is_visible_to_the_next_read() {
+    let engine = std::sync::Arc::new(
+        Engine::open(
+            std::sync::Arc::new(FaultyFs::new()),
+            "/db",
+            EngineOptions::tiny(),
+        )
+        .unwrap(),
+    );
+    engine
+        .create_table("t", TableSchema::with_families(["cf"]))
+        .unwrap();
+    let threads: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let engine = engine.clone();
+            std::thread::spawn(move || {
+                let mut unseen = Vec::new();
+                for i in 0..ROWS_PER_WRITER {
+                    let row = format!("w{w}-{i}").into_bytes();
+                    engine.mutate_row("t", &row, &[set(b"v")]).unwrap();
+                    if engine.read_row("t", &row, None).unwrap().is_none() {
+                        unseen.push(i);
+                    }
+                }
+                unseen
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(
+            t.join().unwrap(),
+            Vec::<usize>::new(),
+            "writes a read missed"
+        );
+    }
+}

@@ -28,6 +28,9 @@ pub enum Refusal {
     Promised(u64),
     /// Another value was already accepted with this ballot.
     Taken,
+    /// The replica has applied the position: its value is decided, and its acceptor
+    /// state may already be cleaned up, so nothing more is accepted there.
+    Applied,
 }
 
 impl AcceptorState {

@@ -123,6 +123,8 @@ pub(crate) struct Core {
     queue: IndexQueue,
     options: DatabaseOptions,
     counters: Counters,
+    /// Source of unique proposal ids: a random start, then a counter.
+    proposals: AtomicU64,
 }
 
 pub struct Database {
@@ -180,6 +182,7 @@ impl Database {
             queue: IndexQueue::new(options.clock.clone()),
             options,
             counters: Counters::default(),
+            proposals: AtomicU64::new(random_u64()),
         });
         core.find_unindexed_groups()?;
         let worker = core.clone();
@@ -407,7 +410,7 @@ impl Core {
     ) -> Result<(R, Committed), Error> {
         let attempts = self.options.max_attempts.max(1);
         for attempt in 1..=attempts {
-            let gate = self.schema_gate.read_recursive();
+            let gate = GateGuard::enter(&self.schema_gate);
             let state = self.roll_forward(root)?;
             let (version, schema) = self.schema_for(state.meta.schema_version)?;
             let mut tx = Transaction {
@@ -439,6 +442,7 @@ impl Core {
                 timestamp: 0,
                 schema_version: version,
                 next_leader: self.options.replica_id,
+                proposal: self.proposals.fetch_add(1, Ordering::Relaxed),
                 writes,
             };
             let global = touches_global_index(&schema, &entry);
@@ -663,14 +667,52 @@ impl Core {
     }
 }
 
+thread_local! {
+    /// How many transactions this thread is inside (a closure may open another).
+    static GATE_DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// A transaction's shared hold on the schema gate. Only the outermost transaction of a
+/// thread takes the lock: a nested one is covered by it, and taking it again could
+/// deadlock behind a waiting schema change (which, in turn, is not starved by
+/// overlapping transactions as it would be with recursive read locks).
+struct GateGuard<'a> {
+    _lock: Option<parking_lot::RwLockReadGuard<'a, ()>>,
+}
+
+impl<'a> GateGuard<'a> {
+    fn enter(gate: &'a RwLock<()>) -> Self {
+        let depth = GATE_DEPTH.with(|d| {
+            d.set(d.get() + 1);
+            d.get()
+        });
+        GateGuard {
+            _lock: (depth == 1).then(|| gate.read()),
+        }
+    }
+}
+
+impl Drop for GateGuard<'_> {
+    fn drop(&mut self) {
+        GATE_DEPTH.with(|d| d.set(d.get() - 1));
+    }
+}
+
 /// Waits a random time that grows with the attempt, so that contending writers
 /// spread out instead of colliding again.
 fn backoff(attempt: u32) {
     let ceiling_micros = 50u64 << attempt.min(8);
-    let jitter = u64::from(
+    std::thread::sleep(Duration::from_micros(random_u64() % ceiling_micros));
+}
+
+/// 64 random bits (from the standard library's randomly keyed hasher).
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos()),
-    ) % ceiling_micros;
-    std::thread::sleep(Duration::from_micros(jitter));
+            .map_or(0, |d| d.subsec_nanos().into()),
+    );
+    hasher.finish()
 }

@@ -32,6 +32,10 @@ pub struct LogEntry {
     pub schema_version: u64,
     /// The replica nominated to lead the next position (replication, next part).
     pub next_leader: u32,
+    /// Unique to the proposing transaction attempt, so that two transactions writing
+    /// the same changes at the same timestamp are still two different values: the
+    /// acceptor takes a repeated value as a retry of the same proposal.
+    pub proposal: u64,
     pub writes: Vec<Write>,
 }
 
@@ -46,6 +50,7 @@ impl LogEntry {
         out.extend_from_slice(&self.timestamp.to_be_bytes());
         out.extend_from_slice(&self.schema_version.to_be_bytes());
         out.extend_from_slice(&self.next_leader.to_be_bytes());
+        out.extend_from_slice(&self.proposal.to_be_bytes());
         bigtable::coding::put_varint(&mut out, self.writes.len() as u64);
         for write in &self.writes {
             match write {
@@ -86,6 +91,7 @@ impl LogEntry {
         let timestamp = i64::from_be_bytes(r.take(8)?.try_into().ok()?);
         let schema_version = u64::from_be_bytes(r.take(8)?.try_into().ok()?);
         let next_leader = u32::from_be_bytes(r.take(4)?.try_into().ok()?);
+        let proposal = u64::from_be_bytes(r.take(8)?.try_into().ok()?);
         let n = r.varint_usize()?;
         if n > r.remaining() {
             return None;
@@ -120,6 +126,7 @@ impl LogEntry {
             timestamp,
             schema_version,
             next_leader,
+            proposal,
             writes,
         })
     }
@@ -140,6 +147,7 @@ mod tests {
             timestamp: 1_700_000_000_000_000,
             schema_version: 3,
             next_leader: 1,
+            proposal: 0xABCD,
             writes: vec![
                 Write::Put(
                     Entity::new("Photo")

@@ -100,7 +100,10 @@ impl Replica {
     ) -> Result<Result<(), Refusal>, Error> {
         let qualifier = log_qualifier(position);
         loop {
-            let current = self.cell(root, LOG, &qualifier)?;
+            let (current, meta) = self.position_and_meta(root, &qualifier)?;
+            if meta.applied >= position {
+                return Ok(Err(Refusal::Applied));
+            }
             let state = match &current {
                 Some(bytes) => AcceptorState::decode(bytes)?,
                 None => AcceptorState::default(),
@@ -109,11 +112,103 @@ impl Replica {
                 Ok(next) => next,
                 Err(refusal) => return Ok(Err(refusal)),
             };
-            if self.compare_and_set(root, LOG, &qualifier, current.as_deref(), next.encode())? {
+            if self.set_unapplied_position(root, position, current.as_deref(), next.encode())? {
                 return Ok(Ok(()));
             }
-            // The cell changed between our read and our write: judge again.
+            // The cell or the applied position changed since our read: judge again.
         }
+    }
+
+    /// The acceptor cell of a position and the group's state, in one row read.
+    fn position_and_meta(
+        &self,
+        root: &RootRow,
+        qualifier: &[u8],
+    ) -> Result<(Option<Vec<u8>>, GroupMeta), Error> {
+        let newest = |family, q| {
+            RowFilter::Chain(vec![column(family, q), RowFilter::CellsPerColumnLimit(1)])
+        };
+        let filter = RowFilter::Interleave(vec![newest(LOG, qualifier), newest(META, META_STATE)]);
+        let mut cell = None;
+        let mut meta = GroupMeta::default();
+        if let Some(row) = self
+            .engine
+            .read_row(&root.table, &root.row, Some(&filter))?
+        {
+            for c in row.cells {
+                if c.family == META.as_bytes() {
+                    meta = GroupMeta::decode(&c.value)?;
+                } else {
+                    cell = Some(c.value);
+                }
+            }
+        }
+        Ok((cell, meta))
+    }
+
+    /// One check-and-mutate: writes a position's acceptor cell if it still holds
+    /// `expected` (`None`: empty) and the group has not applied the position. The
+    /// second condition keeps a slow proposer from reusing a position whose cell the
+    /// log cleanup already deleted.
+    fn set_unapplied_position(
+        &self,
+        root: &RootRow,
+        position: u64,
+        expected: Option<&[u8]>,
+        value: Vec<u8>,
+    ) -> Result<bool, Error> {
+        let qualifier = log_qualifier(position);
+        // Outputs the state cell iff the applied position (its first 8 bytes, big-endian)
+        // is at least `position`.
+        let applied = RowFilter::Chain(vec![
+            column(META, META_STATE),
+            RowFilter::CellsPerColumnLimit(1),
+            RowFilter::ValueRange {
+                start: std::ops::Bound::Included(position.to_be_bytes().to_vec()),
+                end: std::ops::Bound::Unbounded,
+            },
+        ]);
+        let cell = RowFilter::Chain(vec![
+            column(LOG, &qualifier),
+            RowFilter::CellsPerColumnLimit(1),
+        ]);
+        let write = [set_cell(LOG, &qualifier, value)];
+        let matched_writes = match expected {
+            // Matches (and so does not write) if the cell exists or the position is applied.
+            None => {
+                let predicate = RowFilter::Interleave(vec![cell, applied]);
+                let matched = self.engine.check_and_mutate_row(
+                    &root.table,
+                    &root.row,
+                    Some(&predicate),
+                    &[],
+                    &write,
+                )?;
+                !matched
+            }
+            // Matches (and writes) only if the position is unapplied and the cell holds `old`.
+            Some(old) => {
+                let predicate = RowFilter::Condition {
+                    predicate: Box::new(applied),
+                    true_filter: Some(Box::new(RowFilter::BlockAll)),
+                    false_filter: Some(Box::new(RowFilter::Chain(vec![
+                        cell,
+                        RowFilter::ValueRange {
+                            start: std::ops::Bound::Included(old.to_vec()),
+                            end: std::ops::Bound::Included(old.to_vec()),
+                        },
+                    ]))),
+                };
+                self.engine.check_and_mutate_row(
+                    &root.table,
+                    &root.row,
+                    Some(&predicate),
+                    &write,
+                    &[],
+                )?
+            }
+        };
+        Ok(matched_writes)
     }
 
     /// Replaces the group's state cell if it still holds `expected`.
@@ -145,24 +240,6 @@ impl Replica {
         Ok(())
     }
 
-    fn cell(
-        &self,
-        root: &RootRow,
-        family: &str,
-        qualifier: &[u8],
-    ) -> Result<Option<Vec<u8>>, Error> {
-        let filter = RowFilter::Chain(vec![
-            column(family, qualifier),
-            RowFilter::CellsPerColumnLimit(1),
-        ]);
-        let row = self
-            .engine
-            .read_row(&root.table, &root.row, Some(&filter))?;
-        Ok(row
-            .and_then(|r| r.cells.into_iter().next())
-            .map(|c| c.value))
-    }
-
     /// One check-and-mutate: writes `value` to the column if its newest cell equals
     /// `expected` (`None`: the column is empty). Whether it wrote.
     fn compare_and_set(
@@ -173,12 +250,7 @@ impl Replica {
         expected: Option<&[u8]>,
         value: Vec<u8>,
     ) -> Result<bool, Error> {
-        let write = [Mutation::SetCell {
-            family: family.as_bytes().to_vec(),
-            qualifier: qualifier.to_vec(),
-            timestamp: Some(0),
-            value,
-        }];
+        let write = [set_cell(family, qualifier, value)];
         let mut predicate = vec![column(family, qualifier), RowFilter::CellsPerColumnLimit(1)];
         if let Some(old) = expected {
             predicate.push(RowFilter::ValueRange {
@@ -199,5 +271,15 @@ impl Replica {
             if_false,
         )?;
         Ok(matched == expected.is_some())
+    }
+}
+
+/// Replication cells are overwritten in place: always timestamp 0, newest wins.
+fn set_cell(family: &str, qualifier: &[u8], value: Vec<u8>) -> Mutation {
+    Mutation::SetCell {
+        family: family.as_bytes().to_vec(),
+        qualifier: qualifier.to_vec(),
+        timestamp: Some(0),
+        value,
     }
 }

@@ -191,12 +191,10 @@ fn read_modes_differ_on_a_committed_unapplied_entry() {
         timestamp: first.timestamp + 10,
         schema_version: db.schema_version(),
         next_leader: 0,
+        proposal: 1,
         writes: vec![megastore::log::Write::Put(user(5, "eve2"))],
     };
-    let root = megastore::replica::RootRow {
-        table: "PhotoApp.User".into(),
-        row: megastore::keys::row_key(&db.schema(), "User", &[Value::Int64(5)]).unwrap(),
-    };
+    let root = user_root(&db, 5);
     let replica = megastore::replica::Replica::new(engine);
     assert_eq!(
         replica.accept(&root, 2, 0, &entry.encode()).unwrap(),
@@ -314,7 +312,8 @@ fn the_log_keeps_only_the_last_positions() {
         log_retention: 3,
         ..megastore::DatabaseOptions::default()
     };
-    let db = megastore::Database::open_with_schema(engine(&fs), PHOTO_APP, options).unwrap();
+    let engine = engine(&fs);
+    let db = megastore::Database::open_with_schema(engine.clone(), PHOTO_APP, options).unwrap();
     let group = user_group(9);
     let mut last = 0;
     for i in 0..20 {

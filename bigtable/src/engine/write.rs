@@ -423,6 +423,9 @@ impl Core {
             mem.insert(key, value, first + i as SeqNo);
         }
         drop(finish);
+        // Read-your-writes: a write is acknowledged only once reads can see it, that is
+        // once every commit with a smaller sequence number has finished too.
+        self.commits.wait_visible(first + count.max(1) - 1);
         self.stats.lock().user_bytes += user_bytes as u64;
         self.after_write(tree, &mem)?;
         Ok(Committed::Done)

@@ -77,3 +77,12 @@ pub fn int(v: &Value) -> i64 {
         other => panic!("not an integer: {other:?}"),
     }
 }
+
+/// The root row of user `id`'s entity group in the tablet server.
+pub fn user_root(db: &Database, id: i64) -> megastore::replica::RootRow {
+    megastore::replica::RootRow {
+        table: "PhotoApp.User".into(),
+        row: megastore::keys::row_key(&db.schema(), "User", &[Value::Int64(id)])
+            .expect("a user key"),
+    }
+}
