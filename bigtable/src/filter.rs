@@ -15,7 +15,7 @@ use regex::bytes::{Regex, RegexBuilder};
 
 use crate::error::{Error, Result};
 use crate::key::Timestamp;
-use crate::row_reader::Cell;
+use crate::row_reader::{Cell, ReadWindow};
 
 /// A filter, as a client describes it.
 #[derive(Debug, Clone, PartialEq)]
@@ -166,6 +166,18 @@ impl RowFilter {
     }
 }
 
+/// The window all of `filters` share, ignoring those that output nothing.
+fn common_window<'a>(filters: impl Iterator<Item = &'a CompiledFilter>) -> Option<ReadWindow> {
+    let mut common = None;
+    for f in filters.filter(|f| !f.blocks_all()) {
+        let w = f.read_window()?;
+        if *common.get_or_insert(w) != w {
+            return None;
+        }
+    }
+    common
+}
+
 fn in_range(v: &[u8], start: &Bound<Vec<u8>>, end: &Bound<Vec<u8>>) -> bool {
     let after_start = match start {
         Bound::Included(s) => v >= s.as_slice(),
@@ -199,6 +211,60 @@ impl CompiledFilter {
             out.sort_by(column_order);
         }
         out
+    }
+
+    /// The cells this filter drops however the rest of the row looks, as a window a
+    /// row reader can apply while reading: a chain of column selections, then perhaps
+    /// a timestamp range, then perhaps a per-column version limit. `None` when the
+    /// filter does not start that way.
+    pub fn read_window(&self) -> Option<ReadWindow> {
+        match self {
+            CompiledFilter::Chain(parts) => {
+                let mut window = ReadWindow::ALL;
+                for part in parts {
+                    match part {
+                        CompiledFilter::TimestampRange(start, end) => {
+                            window.start = window.start.max(*start);
+                            window.end = match (window.end, end) {
+                                (Some(a), Some(b)) => Some(a.min(*b)),
+                                (a, b) => a.or(*b),
+                            };
+                        }
+                        CompiledFilter::CellsPerColumnLimit(n) => {
+                            window.versions = Some(*n);
+                            break;
+                        }
+                        p if p.selects_columns() => {}
+                        _ => break,
+                    }
+                }
+                Some(window)
+            }
+            // Every branch must drop the same cells (a branch that outputs nothing
+            // agrees with any window).
+            CompiledFilter::Interleave(parts) => common_window(parts.iter()),
+            CompiledFilter::Condition(parts) => common_window(parts.iter()),
+            _ => None,
+        }
+    }
+
+    /// Whether the filter outputs no cell whatever the row.
+    fn blocks_all(&self) -> bool {
+        matches!(self, CompiledFilter::BlockAll)
+    }
+
+    /// Whether the filter keeps or drops whole columns (whatever their versions).
+    fn selects_columns(&self) -> bool {
+        match self {
+            CompiledFilter::PassAll
+            | CompiledFilter::ColumnRange { .. }
+            | CompiledFilter::FamilyNameRegex(_)
+            | CompiledFilter::QualifierRegex(_) => true,
+            CompiledFilter::Chain(parts) | CompiledFilter::Interleave(parts) => {
+                parts.iter().all(CompiledFilter::selects_columns)
+            }
+            _ => false,
+        }
     }
 
     /// Whether the filter passes every cell unchanged (so reads can skip it).

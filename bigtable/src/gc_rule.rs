@@ -42,6 +42,20 @@ impl GcRule {
     }
 }
 
+impl GcRule {
+    /// Whether the rule depends on how many newer versions a cell has (so a read may
+    /// not leave out newer cells before applying it).
+    pub fn counts_versions(&self) -> bool {
+        match self {
+            GcRule::KeepAll | GcRule::MaxAge(_) => false,
+            GcRule::MaxVersions(_) => true,
+            GcRule::Union(rules) | GcRule::Intersection(rules) => {
+                rules.iter().any(GcRule::counts_versions)
+            }
+        }
+    }
+}
+
 /// Removes the cells a read must not return: cells of families the schema does not
 /// declare, and cells their family's rule collects. `cells` are in column order, newest
 /// first, as a row reader returns them.

@@ -10,7 +10,7 @@
 use std::borrow::Cow;
 
 use crate::error::{corruption, Result};
-use crate::key::{get_escaped, CellKind, InternalKey, SeqNo, Target, Timestamp};
+use crate::key::{column_prefix, get_escaped, CellKind, InternalKey, SeqNo, Target, Timestamp};
 use crate::merge::EntryCursor;
 use crate::mutation::{read_sum, TimestampRange};
 
@@ -82,6 +82,11 @@ impl RowVisibility {
             self.family_tombstone = 0;
             self.in_column = false;
         }
+    }
+
+    /// Forgets the current column (the reader skipped the rest of it).
+    fn leave_column(&mut self) {
+        self.in_column = false;
     }
 
     fn enter_column(&mut self, family: &[u8], qualifier: &[u8]) {
@@ -188,14 +193,94 @@ pub fn read_row(cursor: &mut dyn EntryCursor, snapshot: SeqNo) -> Result<Option<
     RowReader::default().read(cursor, snapshot)
 }
 
+/// Cells a read's filter drops whatever else the row holds, so the reader may leave
+/// them out: cells outside `[start, end)`, and each column's versions after the first
+/// `versions` inside it. Leaving out the rest of a column skips it with one seek, so a
+/// read at a timestamp does not walk every older version of a hot cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadWindow {
+    pub start: Timestamp,
+    pub end: Option<Timestamp>,
+    pub versions: Option<usize>,
+}
+
+impl ReadWindow {
+    pub const ALL: ReadWindow = ReadWindow {
+        start: Timestamp::MIN,
+        end: None,
+        versions: None,
+    };
+
+    fn contains(&self, ts: Timestamp) -> bool {
+        ts >= self.start && self.end.is_none_or(|e| ts < e)
+    }
+
+    fn bounds_timestamps(&self) -> bool {
+        self.start != Timestamp::MIN || self.end.is_some()
+    }
+}
+
+/// A key after every entry of one column and before the next column's.
+fn column_end(row: &[u8], family: &[u8], qualifier: &[u8]) -> Vec<u8> {
+    let mut end = column_prefix(row, family, qualifier);
+    // Past any timestamp, sequence number and kind.
+    end.extend_from_slice(&[0xFF; 18]);
+    end
+}
+
 /// Reads rows one after another, reusing its working buffers (a scan reads millions).
 #[derive(Default)]
 pub struct RowReader {
     visibility: RowVisibility,
     prefix: Vec<u8>,
+    window: Option<ReadWindow>,
+    /// Families the window does not apply to: their garbage-collection rule counts
+    /// versions, so leaving out newer cells would change what it keeps.
+    exempt: Vec<Vec<u8>>,
+    /// Sum families: a cell's addends follow it.
+    sums: Vec<Vec<u8>>,
 }
 
 impl RowReader {
+    /// A reader that leaves out the cells outside `window` (of families whose GC rule
+    /// allows it, per `schema`).
+    pub fn windowed(window: Option<ReadWindow>, schema: &crate::schema::TableSchema) -> Self {
+        let window = window.filter(|w| *w != ReadWindow::ALL);
+        let exempt = match window {
+            Some(w) if w.bounds_timestamps() => schema
+                .families
+                .iter()
+                .filter(|(_, rule)| rule.counts_versions())
+                .map(|(name, _)| name.as_bytes().to_vec())
+                .collect(),
+            _ => Vec::new(),
+        };
+        RowReader {
+            window,
+            exempt,
+            sums: schema
+                .sum_families
+                .iter()
+                .map(|f| f.as_bytes().to_vec())
+                .collect(),
+            ..RowReader::default()
+        }
+    }
+
+    /// Moves the cursor to `end` ([`column_end`]), past the rest of a column. Column
+    /// deletions sort before the column's cells, so none of them is skipped.
+    fn skip_column(&mut self, cursor: &mut dyn EntryCursor, end: &[u8]) -> Result<()> {
+        cursor.seek(end)?;
+        self.visibility.leave_column();
+        Ok(())
+    }
+
+    /// The window for cells of `family`, if any.
+    fn window_for(&self, family: &[u8]) -> Option<ReadWindow> {
+        self.window
+            .filter(|_| !self.exempt.iter().any(|f| f.as_slice() == family))
+    }
+
     /// Reads the row the cursor is at, leaving the cursor at the next row. `None` when
     /// the row has no visible cell.
     pub fn read(&mut self, cursor: &mut dyn EntryCursor, snapshot: SeqNo) -> Result<Option<Row>> {
@@ -206,6 +291,10 @@ impl RowReader {
         self.prefix.extend_from_slice(&first[..prefix_len]);
         self.visibility.reset();
         let mut cells: Vec<Cell> = Vec::new();
+        // In the current column: versions kept inside the window, and whether the last
+        // visible cell was kept (its addends follow it).
+        let mut kept_in_column = 0;
+        let mut last_kept = false;
         while cursor.valid() && cursor.key().starts_with(&self.prefix) {
             let (target, seq) =
                 InternalKey::decode_after_row(&cursor.key()[prefix_len..]).ok_or_else(malformed)?;
@@ -215,7 +304,7 @@ impl RowReader {
                 Seen::Hidden
             };
             if seen == Seen::Addend {
-                if let Some(cell) = cells.last_mut() {
+                if let Some(cell) = cells.last_mut().filter(|_| last_kept) {
                     let sum = read_sum(&cell.value).wrapping_add(read_sum(cursor.value()));
                     cell.value = sum.to_be_bytes().to_vec();
                 }
@@ -227,13 +316,41 @@ impl RowReader {
                     ..
                 } = target
                 {
-                    cells.push(Cell {
-                        family: Cow::into_owned(family),
-                        qualifier: Cow::into_owned(qualifier),
-                        timestamp,
-                        value: cursor.value().to_vec(),
-                        labels: Vec::new(),
-                    });
+                    let same_column = cells
+                        .last()
+                        .is_some_and(|c| c.family == *family && c.qualifier == *qualifier);
+                    if !same_column {
+                        kept_in_column = 0;
+                    }
+                    let window = self.window_for(&family);
+                    let limit = window.and_then(|w| w.versions);
+                    last_kept = window.is_none_or(|w| w.contains(timestamp));
+                    if last_kept && limit == Some(kept_in_column) {
+                        let end = column_end(&key, &family, &qualifier);
+                        self.skip_column(cursor, &end)?;
+                        continue;
+                    }
+                    if last_kept {
+                        kept_in_column += 1;
+                        let done = limit == Some(kept_in_column)
+                            && !self.sums.iter().any(|f| *f == *family);
+                        let end = done.then(|| column_end(&key, &family, &qualifier));
+                        cells.push(Cell {
+                            family: Cow::into_owned(family),
+                            qualifier: Cow::into_owned(qualifier),
+                            timestamp,
+                            value: cursor.value().to_vec(),
+                            labels: Vec::new(),
+                        });
+                        // The column is complete: skip its older versions (and the
+                        // overwritten ones of the same timestamp) with one seek. A sum
+                        // column's addends follow its cell, so it is skipped only at
+                        // its next version.
+                        if let Some(end) = end {
+                            self.skip_column(cursor, &end)?;
+                            continue;
+                        }
+                    }
                 }
             }
             cursor.advance()?;

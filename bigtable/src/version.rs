@@ -117,6 +117,16 @@ impl TreeVersion {
 
     /// One row's visible cells at `seq`, before GC rules and filters.
     pub fn read_row(&self, row: &[u8], seq: SeqNo) -> crate::Result<Option<Row>> {
+        self.read_row_with(row, seq, &mut crate::row_reader::RowReader::default())
+    }
+
+    /// [`Version::read_row`] through `reader` (which may leave cells out).
+    pub fn read_row_with(
+        &self,
+        row: &[u8],
+        seq: SeqNo,
+        reader: &mut crate::row_reader::RowReader,
+    ) -> crate::Result<Option<Row>> {
         let prefix = row_prefix(row);
         let scope = RowScope::Row {
             row,
@@ -127,7 +137,7 @@ impl TreeVersion {
         if !cursor.valid() || !cursor.key().starts_with(&prefix) {
             return Ok(None);
         }
-        crate::row_reader::read_row(&mut cursor, seq)
+        reader.read(&mut cursor, seq)
     }
 
     /// The lowest commit-log LSN this version's memtables still need.

@@ -95,9 +95,11 @@ fn filter() -> impl Strategy<Value = Option<RowFilter>> {
         Just(RowFilter::QualifierRegex(b"x".to_vec())),
         Just(RowFilter::ValueRegex(b"\\x00.*".to_vec())),
         Just(RowFilter::RowKeyRegex(b"r1.*".to_vec())),
-        (0i64..120).prop_map(|t| RowFilter::TimestampRange {
-            start: START + t,
-            end: None
+        (0i64..120, proptest::option::of(1i64..60)).prop_map(|(t, len)| {
+            RowFilter::TimestampRange {
+                start: START + t,
+                end: len.map(|l| START + t + l),
+            }
         }),
     ];
     let composed = leaf.prop_recursive(2, 6, 3, |inner| {

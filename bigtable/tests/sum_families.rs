@@ -59,6 +59,26 @@ fn adds_accumulate_per_timestamp_through_flushes_compactions_and_reopen() {
         }
     }
     assert_eq!(sums(&engine, b"r"), vec![(2000, 50), (1000, 1225)]);
+    // A version limit (which the reader applies while reading) keeps whole sums, and a
+    // timestamp range picks the older one.
+    let newest = |filter: bigtable::RowFilter| {
+        let row = engine.read_row("t", b"r", Some(&filter)).unwrap().unwrap();
+        let c = &row.cells[0];
+        (
+            c.timestamp,
+            i64::from_be_bytes(c.value.as_slice().try_into().unwrap()),
+        )
+    };
+    use bigtable::RowFilter::{CellsPerColumnLimit, Chain, TimestampRange as Range};
+    assert_eq!(newest(CellsPerColumnLimit(1)), (2000, 50));
+    let before_2000 = Chain(vec![
+        Range {
+            start: 0,
+            end: Some(2000),
+        },
+        CellsPerColumnLimit(1),
+    ]);
+    assert_eq!(newest(before_2000), (1000, 1225));
     engine.compact_all().unwrap();
     assert_eq!(sums(&engine, b"r"), vec![(2000, 50), (1000, 1225)]);
 

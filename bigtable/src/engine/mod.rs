@@ -450,6 +450,11 @@ impl Engine {
         self.core.log.stats().bytes
     }
 
+    /// Commit-log fsyncs so far (one per group commit under `SyncPolicy::EveryCommit`).
+    pub fn log_syncs(&self) -> u64 {
+        self.core.log.stats().syncs
+    }
+
     /// Files and bytes per level of a table, over its tablets (a file two tablets still
     /// share after a split counts once).
     pub fn levels(&self, name: &str) -> Result<Vec<LevelSummary>> {

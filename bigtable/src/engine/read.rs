@@ -258,8 +258,14 @@ impl TableSnapshot {
         let Some((_, version)) = self.tablets.get(at.saturating_sub(1)) else {
             return Ok(None);
         };
-        let found = version.read_row(row, self.seq)?;
+        let mut reader = self.reader(filter);
+        let found = version.read_row_with(row, self.seq, &mut reader)?;
         Ok(found.and_then(|r| self.finish_row(r, filter)))
+    }
+
+    /// A row reader that leaves out what `filter` would drop anyway.
+    fn reader(&self, filter: Option<&CompiledFilter>) -> RowReader {
+        RowReader::windowed(filter.and_then(CompiledFilter::read_window), &self.schema)
     }
 
     /// Streams the rows of `request` in key order (or reverse key order).
@@ -368,7 +374,7 @@ impl<'s> RowStream<'s> {
             span,
             cursor,
             upper,
-            reader: RowReader::default(),
+            reader: self.snapshot.reader(self.filter.as_ref()),
         })
     }
 

@@ -15,7 +15,7 @@ use crate::key::{SeqNo, Timestamp};
 use crate::manifest::TreeId;
 use crate::memtable::Memtable;
 use crate::mutation::{to_entries, Mutation, COLUMN_DELETE_TIMESTAMP};
-use crate::row_reader::{Cell, Row};
+use crate::row_reader::{Cell, ReadWindow, Row, RowReader};
 use crate::schema::TableSchema;
 
 /// The mutations of one row in a batch.
@@ -93,7 +93,12 @@ impl Engine {
         }
         check_row_key(row)?;
         let _locks = self.core.row_locks.lock(table_key(table), &[row]);
-        let cells = self.core.latest_cells(table, row)?;
+        // Only the cells the predicate may look at (any cell, without one).
+        let window = match &predicate {
+            Some(filter) => filter.read_window(),
+            None => Some(NEWEST_ONLY),
+        };
+        let cells = self.core.latest_cells(table, row, window)?;
         let matched = match &predicate {
             Some(filter) => !filter.apply(row, cells).is_empty(),
             None => !cells.is_empty(),
@@ -120,7 +125,7 @@ impl Engine {
         check_row_key(row)?;
         let _locks = self.core.row_locks.lock(table_key(table), &[row]);
         let mut newest: Columns = BTreeMap::new();
-        for cell in self.core.latest_cells(table, row)? {
+        for cell in self.core.latest_cells(table, row, Some(NEWEST_ONLY))? {
             newest
                 .entry((cell.family, cell.qualifier))
                 .or_insert((cell.timestamp, cell.value));
@@ -316,6 +321,13 @@ fn payload_bytes(mutations: &[Mutation]) -> usize {
         .sum()
 }
 
+/// Each column's newest cell only (what a read-modify-write or a predicate-less check
+/// looks at).
+const NEWEST_ONLY: ReadWindow = ReadWindow {
+    versions: Some(1),
+    ..ReadWindow::ALL
+};
+
 /// Marks a commit's sequence numbers finished however the commit ends.
 struct Finish<'a>(&'a CommitTracker, SeqNo);
 
@@ -482,14 +494,20 @@ impl Core {
     /// The row's cells as a read now would return them, GC applied. The caller holds
     /// the row's lock, so every write to the row has finished and the newest entries
     /// can be read without waiting for the visible sequence number.
-    pub(super) fn latest_cells(&self, table: &str, row: &[u8]) -> Result<Vec<Cell>> {
+    pub(super) fn latest_cells(
+        &self,
+        table: &str,
+        row: &[u8],
+        window: Option<ReadWindow>,
+    ) -> Result<Vec<Cell>> {
         let (schema, version) = {
             let state = self.state.lock();
             let (_, t) = state.route(table, row)?;
             (t.schema.clone(), t.version.clone())
         };
+        let mut reader = RowReader::windowed(window, &schema);
         let mut cells = version
-            .read_row(row, SeqNo::MAX)?
+            .read_row_with(row, SeqNo::MAX, &mut reader)?
             .map_or_else(Vec::new, |r| r.cells);
         collect_garbage(&mut cells, &schema, self.options.clock.now_micros());
         Ok(cells)
