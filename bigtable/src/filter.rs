@@ -15,7 +15,7 @@ use regex::bytes::{Regex, RegexBuilder};
 
 use crate::error::{Error, Result};
 use crate::key::Timestamp;
-use crate::row_reader::{Cell, ReadWindow};
+use crate::row_reader::{Cell, ColumnSpan, ReadWindow};
 
 /// A filter, as a client describes it.
 #[derive(Debug, Clone, PartialEq)]
@@ -166,13 +166,24 @@ impl RowFilter {
     }
 }
 
-/// The window all of `filters` share, ignoring those that output nothing.
+/// The window all of `filters` share, ignoring those that output nothing: the same
+/// timestamps and versions, over the union of their columns.
 fn common_window<'a>(filters: impl Iterator<Item = &'a CompiledFilter>) -> Option<ReadWindow> {
-    let mut common = None;
+    let mut common: Option<ReadWindow> = None;
     for f in filters.filter(|f| !f.blocks_all()) {
         let w = f.read_window()?;
-        if *common.get_or_insert(w) != w {
-            return None;
+        match &mut common {
+            None => common = Some(w),
+            Some(c) if (c.start, c.end, c.versions) != (w.start, w.end, w.versions) => return None,
+            Some(c) => {
+                c.columns = match (c.columns.take(), w.columns) {
+                    (Some(mut a), Some(b)) => {
+                        a.extend(b);
+                        Some(a)
+                    }
+                    _ => None,
+                }
+            }
         }
     }
     common
@@ -234,16 +245,45 @@ impl CompiledFilter {
                             window.versions = Some(*n);
                             break;
                         }
-                        p if p.selects_columns() => {}
+                        p if p.selects_columns() => {
+                            // A chain keeps the columns every part keeps: any one part's
+                            // columns are a safe (larger) set.
+                            if window.columns.is_none() {
+                                window.columns = p.column_spans();
+                            }
+                        }
                         _ => break,
                     }
                 }
                 Some(window)
             }
-            // Every branch must drop the same cells (a branch that outputs nothing
-            // agrees with any window).
             CompiledFilter::Interleave(parts) => common_window(parts.iter()),
             CompiledFilter::Condition(parts) => common_window(parts.iter()),
+            f if f.selects_columns() => Some(ReadWindow {
+                columns: f.column_spans(),
+                ..ReadWindow::ALL
+            }),
+            _ => None,
+        }
+    }
+
+    /// The columns a column-selecting filter keeps, as spans (`None`: not known as
+    /// spans, so possibly any).
+    fn column_spans(&self) -> Option<Vec<ColumnSpan>> {
+        match self {
+            CompiledFilter::ColumnRange { family, start, end } => Some(vec![ColumnSpan {
+                family: family.clone(),
+                start: start.clone(),
+                end: end.clone(),
+            }]),
+            CompiledFilter::Chain(parts) => parts.iter().find_map(CompiledFilter::column_spans),
+            CompiledFilter::Interleave(parts) => {
+                let mut all = Vec::new();
+                for p in parts {
+                    all.extend(p.column_spans()?);
+                }
+                Some(all)
+            }
             _ => None,
         }
     }

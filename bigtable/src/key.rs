@@ -129,6 +129,15 @@ pub fn row_end(row: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The prefix shared by every entry of one family of a row, its deletions first.
+pub fn family_prefix(row: &[u8], family: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(row.len() + family.len() + 6);
+    put_escaped(&mut out, row);
+    out.push(TAG_MORE);
+    put_escaped(&mut out, family);
+    out
+}
+
 /// The prefix shared by every entry of one column (seek target for the newest version).
 pub fn column_prefix(row: &[u8], family: &[u8], qualifier: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(row.len() + family.len() + qualifier.len() + 8);

@@ -10,7 +10,12 @@
 use std::borrow::Cow;
 
 use crate::error::{corruption, Result};
-use crate::key::{column_prefix, get_escaped, CellKind, InternalKey, SeqNo, Target, Timestamp};
+use std::ops::Bound;
+
+use crate::key::{
+    column_prefix, family_prefix, get_escaped, row_end, CellKind, InternalKey, SeqNo, Target,
+    Timestamp,
+};
 use crate::merge::EntryCursor;
 use crate::mutation::{read_sum, TimestampRange};
 
@@ -194,14 +199,53 @@ pub fn read_row(cursor: &mut dyn EntryCursor, snapshot: SeqNo) -> Result<Option<
 }
 
 /// Cells a read's filter drops whatever else the row holds, so the reader may leave
-/// them out: cells outside `[start, end)`, and each column's versions after the first
-/// `versions` inside it. Leaving out the rest of a column skips it with one seek, so a
-/// read at a timestamp does not walk every older version of a hot cell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// them out: cells of columns outside `columns`, cells outside `[start, end)`, and each
+/// column's versions after the first `versions` inside it. Leaving out a column or
+/// the rest of one takes a single seek, so a read of a few columns at a timestamp walks
+/// neither the row's other columns nor every older version of a hot cell.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadWindow {
     pub start: Timestamp,
     pub end: Option<Timestamp>,
     pub versions: Option<usize>,
+    /// The columns read (`None`: all).
+    pub columns: Option<Vec<ColumnSpan>>,
+}
+
+/// The columns of one family with qualifiers in a range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnSpan {
+    pub family: Vec<u8>,
+    pub start: Bound<Vec<u8>>,
+    pub end: Bound<Vec<u8>>,
+}
+
+impl ColumnSpan {
+    fn after_start(&self, qualifier: &[u8]) -> bool {
+        match &self.start {
+            Bound::Included(s) => qualifier >= s.as_slice(),
+            Bound::Excluded(s) => qualifier > s.as_slice(),
+            Bound::Unbounded => true,
+        }
+    }
+
+    fn before_end(&self, qualifier: &[u8]) -> bool {
+        match &self.end {
+            Bound::Included(e) => qualifier <= e.as_slice(),
+            Bound::Excluded(e) => qualifier < e.as_slice(),
+            Bound::Unbounded => true,
+        }
+    }
+
+    /// The first key of the span's entries in `row` (for a span starting at the
+    /// family's beginning, its deletions included).
+    fn first_key(&self, row: &[u8]) -> Vec<u8> {
+        match &self.start {
+            Bound::Included(q) => column_prefix(row, &self.family, q),
+            Bound::Excluded(q) => column_end(row, &self.family, q),
+            Bound::Unbounded => family_prefix(row, &self.family),
+        }
+    }
 }
 
 impl ReadWindow {
@@ -209,6 +253,7 @@ impl ReadWindow {
         start: Timestamp::MIN,
         end: None,
         versions: None,
+        columns: None,
     };
 
     fn contains(&self, ts: Timestamp) -> bool {
@@ -218,6 +263,44 @@ impl ReadWindow {
     fn bounds_timestamps(&self) -> bool {
         self.start != Timestamp::MIN || self.end.is_some()
     }
+}
+
+/// Where a column lies with respect to the columns a read wants.
+enum Place {
+    Wanted,
+    /// Not wanted; the next wanted entry is at or after this key.
+    Before(Vec<u8>),
+    /// Not wanted, nor anything after it in the row.
+    Past,
+}
+
+/// Where column `family:qualifier` of `row` lies among `spans` (sorted by family;
+/// spans of one family may overlap).
+fn place(spans: &[ColumnSpan], row: &[u8], family: &[u8], qualifier: &[u8]) -> Place {
+    let mut next: Option<Vec<u8>> = None;
+    let mut consider = |key: Vec<u8>| {
+        if next.as_ref().is_none_or(|n| key < *n) {
+            next = Some(key);
+        }
+    };
+    for span in spans {
+        match span.family.as_slice().cmp(family) {
+            std::cmp::Ordering::Less => {}
+            std::cmp::Ordering::Equal => {
+                if !span.after_start(qualifier) {
+                    consider(span.first_key(row));
+                } else if span.before_end(qualifier) {
+                    return Place::Wanted;
+                }
+            }
+            std::cmp::Ordering::Greater => {
+                // The nearest later family (spans are sorted by family).
+                consider(family_prefix(row, &span.family));
+                break;
+            }
+        }
+    }
+    next.map_or(Place::Past, Place::Before)
 }
 
 /// A key after every entry of one column and before the next column's.
@@ -239,14 +322,20 @@ pub struct RowReader {
     exempt: Vec<Vec<u8>>,
     /// Sum families: a cell's addends follow it.
     sums: Vec<Vec<u8>>,
+    /// The columns read, sorted by family (`None`: all).
+    columns: Option<Vec<ColumnSpan>>,
 }
 
 impl RowReader {
     /// A reader that leaves out the cells outside `window` (of families whose GC rule
     /// allows it, per `schema`).
     pub fn windowed(window: Option<ReadWindow>, schema: &crate::schema::TableSchema) -> Self {
-        let window = window.filter(|w| *w != ReadWindow::ALL);
-        let exempt = match window {
+        let mut window = window.filter(|w| *w != ReadWindow::ALL);
+        let mut columns = window.as_mut().and_then(|w| w.columns.take());
+        if let Some(spans) = columns.as_mut() {
+            spans.sort_by(|a, b| a.family.cmp(&b.family));
+        }
+        let exempt = match &window {
             Some(w) if w.bounds_timestamps() => schema
                 .families
                 .iter()
@@ -263,6 +352,7 @@ impl RowReader {
                 .iter()
                 .map(|f| f.as_bytes().to_vec())
                 .collect(),
+            columns,
             ..RowReader::default()
         }
     }
@@ -276,8 +366,9 @@ impl RowReader {
     }
 
     /// The window for cells of `family`, if any.
-    fn window_for(&self, family: &[u8]) -> Option<ReadWindow> {
+    fn window_for(&self, family: &[u8]) -> Option<&ReadWindow> {
         self.window
+            .as_ref()
             .filter(|_| !self.exempt.iter().any(|f| f.as_slice() == family))
     }
 
@@ -298,6 +389,24 @@ impl RowReader {
         while cursor.valid() && cursor.key().starts_with(&self.prefix) {
             let (target, seq) =
                 InternalKey::decode_after_row(&cursor.key()[prefix_len..]).ok_or_else(malformed)?;
+            if let (
+                Some(spans),
+                Target::Column {
+                    family, qualifier, ..
+                },
+            ) = (&self.columns, &target)
+            {
+                let next = match place(spans, &key, family, qualifier) {
+                    Place::Wanted => None,
+                    Place::Before(next) => Some(next),
+                    Place::Past => Some(row_end(&key)),
+                };
+                if let Some(next) = next {
+                    cursor.seek(&next)?;
+                    self.visibility.leave_column();
+                    continue;
+                }
+            }
             let seen = if seq <= snapshot {
                 self.visibility.observe(&target, seq, cursor.value())?
             } else {

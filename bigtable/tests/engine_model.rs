@@ -45,6 +45,14 @@ fn qualifier() -> impl Strategy<Value = Vec<u8>> {
     proptest::sample::select(QUALIFIERS).prop_map(|q| q.to_vec())
 }
 
+fn qualifier_bound() -> impl Strategy<Value = Bound<Vec<u8>>> {
+    prop_oneof![
+        Just(Bound::Unbounded),
+        qualifier().prop_map(Bound::Included),
+        qualifier().prop_map(Bound::Excluded),
+    ]
+}
+
 fn value() -> impl Strategy<Value = Vec<u8>> {
     proptest::collection::vec(0u8..3, 0..12)
 }
@@ -93,6 +101,13 @@ fn filter() -> impl Strategy<Value = Option<RowFilter>> {
         (0usize..3).prop_map(RowFilter::CellsPerRowOffset),
         Just(RowFilter::FamilyNameRegex("a|b".into())),
         Just(RowFilter::QualifierRegex(b"x".to_vec())),
+        (family(), qualifier_bound(), qualifier_bound()).prop_map(|(family, start, end)| {
+            RowFilter::ColumnRange {
+                family: String::from_utf8(family).unwrap(),
+                start,
+                end,
+            }
+        }),
         Just(RowFilter::ValueRegex(b"\\x00.*".to_vec())),
         Just(RowFilter::RowKeyRegex(b"r1.*".to_vec())),
         (0i64..120, proptest::option::of(1i64..60)).prop_map(|(t, len)| {

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use bigtable::{Engine, Mutation, RowMutations, RowRange};
+use bigtable::{Durability, Engine, Mutation, RowMutations, RowRange};
 
 use crate::entity::{encode_prop, Entity};
 use crate::index::{diff, encode_hit, entries, IndexHit};
@@ -288,7 +288,8 @@ fn write(engine: &Engine, batch: Batch) -> Result<(), Error> {
             .into_iter()
             .map(|(row, mutations)| RowMutations { row, mutations })
             .collect();
-        for result in engine.mutate_rows(&table, &rows)? {
+        // Buffered: the entry is durable in the log, so a lost apply is redone.
+        for result in engine.mutate_rows_with(&table, &rows, Durability::Buffered)? {
             result?;
         }
     }

@@ -320,10 +320,12 @@ impl Database {
         }
     }
 
-    /// The group's replication state on this replica, as stored (no roll-forward).
+    /// The group's replication state on this replica, as stored (no roll-forward), and
+    /// the log positions its root row holds.
     pub fn group_meta(&self, group: &GroupKey) -> Result<(GroupMeta, Vec<u64>), Error> {
-        let state = self.core.replica.group_state(&self.core.root_row(group)?)?;
-        Ok((state.meta, state.log.keys().copied().collect()))
+        let root = self.core.root_row(group)?;
+        let state = self.core.replica.group_state(&root)?;
+        Ok((state.meta, self.core.replica.log_positions(&root)?))
     }
 }
 
@@ -503,6 +505,7 @@ impl Core {
                         meta.indexed
                     },
                     schema_version: meta.schema_version.max(entry.schema_version),
+                    cleaned: meta.cleaned,
                 };
                 if !self.replica.set_meta(root, expected.as_deref(), next)? {
                     continue 'fresh; // someone else advanced the group meanwhile
@@ -525,20 +528,27 @@ impl Core {
     }
 
     /// Deletes log positions more than `log_retention` below both the applied and the
-    /// globally indexed position, once twice that many are kept.
+    /// globally indexed position, once that many have accumulated, and records how far
+    /// it deleted in the group's state.
     fn clean_log(&self, root: &RootRow, state: &GroupState) -> Result<(), Error> {
         let keep = self.options.log_retention.max(1);
-        if (state.log.len() as u64) <= 2 * keep {
+        let meta = state.meta;
+        let upto = meta.applied.min(meta.indexed).saturating_sub(keep);
+        if upto < meta.cleaned + keep {
             return Ok(());
         }
-        let bound = state.meta.applied.min(state.meta.indexed);
-        let old: Vec<u64> = state
-            .log
-            .keys()
-            .copied()
-            .filter(|p| p.saturating_add(keep) <= bound)
-            .collect();
-        self.replica.delete_log(root, &old)
+        let old: Vec<u64> = (meta.cleaned + 1..=upto).collect();
+        self.replica.delete_log(root, &old)?;
+        // Losing this race only means the next cleanup deletes the range again.
+        self.replica.set_meta(
+            root,
+            state.meta_cell.as_deref(),
+            GroupMeta {
+                cleaned: upto,
+                ..meta
+            },
+        )?;
+        Ok(())
     }
 
     /// Brings the global indexes up to date with the group's applied entries.

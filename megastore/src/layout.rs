@@ -78,17 +78,20 @@ pub struct GroupMeta {
     /// The schema version of the applied position's entry: later transactions on the
     /// group must run under this version or a newer one.
     pub schema_version: u64,
+    /// Log positions up to this one are deleted (cleaned up).
+    pub cleaned: u64,
 }
 
 impl GroupMeta {
-    /// `applied`, `applied_timestamp`, `indexed`, `schema_version` (8 bytes BE each),
-    /// then a CRC-32 (little-endian) of those 32 bytes.
+    /// `applied`, `applied_timestamp`, `indexed`, `schema_version`, `cleaned` (8 bytes
+    /// BE each), then a CRC-32 (little-endian) of those 40 bytes.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(Self::LEN);
         out.extend_from_slice(&self.applied.to_be_bytes());
         out.extend_from_slice(&self.applied_timestamp.to_be_bytes());
         out.extend_from_slice(&self.indexed.to_be_bytes());
         out.extend_from_slice(&self.schema_version.to_be_bytes());
+        out.extend_from_slice(&self.cleaned.to_be_bytes());
         let crc = crc32fast::hash(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         out
@@ -96,7 +99,7 @@ impl GroupMeta {
 
     pub fn decode(bytes: &[u8]) -> Result<GroupMeta, Error> {
         let damaged = || Error::Damaged("group state cell does not decode".into());
-        if bytes.len() != Self::LEN || crc32fast::hash(&bytes[..32]).to_le_bytes() != bytes[32..] {
+        if bytes.len() != Self::LEN || crc32fast::hash(&bytes[..40]).to_le_bytes() != bytes[40..] {
             return Err(damaged());
         }
         let word = |i: usize| -> Result<[u8; 8], Error> {
@@ -107,10 +110,11 @@ impl GroupMeta {
             applied_timestamp: i64::from_be_bytes(word(1)?),
             indexed: u64::from_be_bytes(word(2)?),
             schema_version: u64::from_be_bytes(word(3)?),
+            cleaned: u64::from_be_bytes(word(4)?),
         })
     }
 
-    const LEN: usize = 36;
+    const LEN: usize = 44;
 }
 
 pub fn log_qualifier(position: u64) -> Vec<u8> {
@@ -262,6 +266,7 @@ mod tests {
             applied_timestamp: 77,
             indexed: 4,
             schema_version: 2,
+            cleaned: 1,
         };
         let mut bytes = meta.encode();
         assert_eq!(GroupMeta::decode(&bytes).ok(), Some(meta));

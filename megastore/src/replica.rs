@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use bigtable::{Engine, Mutation, RowFilter, TimestampRange};
+use bigtable::{Durability, Engine, Mutation, RowFilter, RowMutations, TimestampRange};
 
 use crate::acceptor::{AcceptorState, Refusal};
 use crate::layout::{column, family_at, log_qualifier, GroupMeta, LOG, META, META_STATE};
@@ -64,30 +64,54 @@ impl Replica {
         &self.engine
     }
 
-    /// Reads the group's state and retained log from its root row (one row read).
+    /// Reads the group's state, and the log positions after the applied (or, if lower,
+    /// the globally indexed) one, from its root row. Two reads of one snapshot, each
+    /// seeking straight to its columns: the retained and deleted older positions are
+    /// never walked.
     pub fn group_state(&self, root: &RootRow) -> Result<GroupState, Error> {
-        let filter = RowFilter::Interleave(vec![family_at(LOG, None), family_at(META, None)]);
-        let mut state = GroupState::default();
-        let Some(row) = self
-            .engine
-            .read_row(&root.table, &root.row, Some(&filter))?
-        else {
-            return Ok(state);
+        let snapshot = self.engine.snapshot(&root.table)?;
+        let newest = |filter| -> Result<Option<bigtable::Row>, Error> {
+            let compiled = bigtable::RowFilter::compile(&filter)?;
+            Ok(snapshot.read_row(&root.row, Some(&compiled))?)
         };
-        for cell in row.cells {
-            if cell.family == META.as_bytes() && cell.qualifier == META_STATE {
-                state.meta = GroupMeta::decode(&cell.value)?;
-                state.meta_cell = Some(cell.value);
-            } else if cell.family == LOG.as_bytes() {
-                let position = <[u8; 8]>::try_from(cell.qualifier.as_slice())
-                    .map(u64::from_be_bytes)
-                    .map_err(|_| Error::Damaged("log cell qualifier is not a position".into()))?;
-                state
-                    .log
-                    .insert(position, AcceptorState::decode(&cell.value)?);
-            }
+        let mut state = GroupState::default();
+        let meta = newest(RowFilter::Chain(vec![
+            column(META, META_STATE),
+            RowFilter::CellsPerColumnLimit(1),
+        ]))?;
+        if let Some(cell) = meta.and_then(|r| r.cells.into_iter().next()) {
+            state.meta = GroupMeta::decode(&cell.value)?;
+            state.meta_cell = Some(cell.value);
+        }
+        let from = state.meta.applied.min(state.meta.indexed);
+        let log = newest(RowFilter::Chain(vec![
+            RowFilter::ColumnRange {
+                family: LOG.into(),
+                start: std::ops::Bound::Excluded(log_qualifier(from)),
+                end: std::ops::Bound::Unbounded,
+            },
+            RowFilter::CellsPerColumnLimit(1),
+        ]))?;
+        for cell in log.map(|r| r.cells).unwrap_or_default() {
+            state.log.insert(
+                position_of(&cell.qualifier)?,
+                AcceptorState::decode(&cell.value)?,
+            );
         }
         Ok(state)
+    }
+
+    /// Every log position whose cell the root row still holds (diagnostics).
+    pub fn log_positions(&self, root: &RootRow) -> Result<Vec<u64>, Error> {
+        let filter = RowFilter::Chain(vec![family_at(LOG, None), RowFilter::StripValue]);
+        let row = self
+            .engine
+            .read_row(&root.table, &root.row, Some(&filter))?;
+        row.map(|r| r.cells)
+            .unwrap_or_default()
+            .iter()
+            .map(|c| position_of(&c.qualifier))
+            .collect()
     }
 
     /// Asks the acceptor of `position` to accept `value` with `ballot`.
@@ -211,7 +235,9 @@ impl Replica {
         Ok(matched_writes)
     }
 
-    /// Replaces the group's state cell if it still holds `expected`.
+    /// Replaces the group's state cell if it still holds `expected`. Buffered (no
+    /// fsync of its own): the state only says how far the log was applied, and if a
+    /// crash loses it, it loses the applied cells before it too, and they are redone.
     pub fn set_meta(
         &self,
         root: &RootRow,
@@ -221,7 +247,7 @@ impl Replica {
         self.compare_and_set(root, META, META_STATE, expected, meta.encode())
     }
 
-    /// Deletes the log cells of `positions`.
+    /// Deletes the log cells of `positions` (buffered: a lost deletion is repeated).
     pub fn delete_log(&self, root: &RootRow, positions: &[u64]) -> Result<(), Error> {
         let mutations: Vec<Mutation> = positions
             .iter()
@@ -235,13 +261,22 @@ impl Replica {
             })
             .collect();
         if !mutations.is_empty() {
-            self.engine.mutate_row(&root.table, &root.row, &mutations)?;
+            let row = RowMutations {
+                row: root.row.clone(),
+                mutations,
+            };
+            for result in self
+                .engine
+                .mutate_rows_with(&root.table, &[row], Durability::Buffered)?
+            {
+                result?;
+            }
         }
         Ok(())
     }
 
-    /// One check-and-mutate: writes `value` to the column if its newest cell equals
-    /// `expected` (`None`: the column is empty). Whether it wrote.
+    /// One buffered check-and-mutate: writes `value` to the column if its newest cell
+    /// equals `expected` (`None`: the column is empty). Whether it wrote.
     fn compare_and_set(
         &self,
         root: &RootRow,
@@ -263,12 +298,13 @@ impl Replica {
             Some(_) => (&write, &[]),
             None => (&[], &write),
         };
-        let matched = self.engine.check_and_mutate_row(
+        let matched = self.engine.check_and_mutate_row_with(
             &root.table,
             &root.row,
             Some(&predicate),
             if_true,
             if_false,
+            Durability::Buffered,
         )?;
         Ok(matched == expected.is_some())
     }
@@ -282,4 +318,10 @@ fn set_cell(family: &str, qualifier: &[u8], value: Vec<u8>) -> Mutation {
         timestamp: Some(0),
         value,
     }
+}
+
+fn position_of(qualifier: &[u8]) -> Result<u64, Error> {
+    <[u8; 8]>::try_from(qualifier)
+        .map(u64::from_be_bytes)
+        .map_err(|_| Error::Damaged("log cell qualifier is not a position".into()))
 }

@@ -108,6 +108,18 @@ impl Wal {
 
     /// Appends a record; returns its LSN once it is done under the sync policy.
     pub fn append(&self, payload: &[u8]) -> Result<Lsn> {
+        let durable = self.shared.options.sync == SyncPolicy::EveryCommit;
+        self.append_waiting(payload, durable)
+    }
+
+    /// Appends a record; returns its LSN once it is written to the file, before any
+    /// fsync, whatever the sync policy. A crash may lose it, but recovery keeps a prefix
+    /// of the log, so it is never lost while a later synced record survives.
+    pub fn append_unsynced(&self, payload: &[u8]) -> Result<Lsn> {
+        self.append_waiting(payload, false)
+    }
+
+    fn append_waiting(&self, payload: &[u8], durable: bool) -> Result<Lsn> {
         let limit = self.shared.options.max_record_size;
         if payload.len() > limit {
             return Err(Error::RecordTooLarge {
@@ -120,8 +132,7 @@ impl Wal {
             return Err(Error::Poisoned(failure.clone()));
         }
         let lsn = queue.enqueue(payload, self.shared.options.segment_size);
-        let wait_for_sync = self.shared.options.sync == SyncPolicy::EveryCommit;
-        self.shared.wait_until(queue, lsn + 1, wait_for_sync)?;
+        self.shared.wait_until(queue, lsn + 1, durable)?;
         Ok(lsn)
     }
 
@@ -240,18 +251,18 @@ impl Shared {
         self.wait_until(queue, target, true)
     }
 
-    /// Writes everything pending as one batch, syncing it if asked or if the policy says so.
+    /// Writes everything pending as one batch, syncing it if the leader waits for
+    /// durability (under `EveryCommit`, or in `sync`).
     fn lead_batch<'a>(
         &'a self,
         mut queue: MutexGuard<'a, Queue>,
-        force_sync: bool,
+        sync: bool,
     ) -> MutexGuard<'a, Queue> {
         queue.leader_active = true;
         let spare = std::mem::take(&mut queue.spare);
         let mut bytes = std::mem::replace(&mut queue.pending, spare);
         let rotations = std::mem::take(&mut queue.rotations);
         let end = queue.next_lsn;
-        let sync = force_sync || self.options.sync == SyncPolicy::EveryCommit;
         drop(queue);
 
         let result = self.io.lock().write_batch(&bytes, &rotations, sync);

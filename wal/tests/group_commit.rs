@@ -290,3 +290,44 @@ fn segments_are_preallocated_on_the_real_file_system() {
         "the segment's space is reserved"
     );
 }
+
+/// An unsynced append is written but not durable: a crash drops it, unless a later
+/// synced append made it durable along with itself (the log keeps a prefix).
+#[test]
+fn unsynced_appends_become_durable_with_the_next_synced_one() {
+    let fs = FaultyFs::new();
+    let (wal, _) = Wal::open(fs.shared(), "/log", WalOptions::default()).unwrap();
+    wal.append(b"synced").unwrap();
+    wal.append_unsynced(b"buffered").unwrap();
+    let syncs = wal.stats().syncs;
+    drop(wal);
+    fs.crash(CrashMode::DropUnsynced);
+    let records: Vec<Vec<u8>> = read_all(fs.shared(), Path::new("/log"))
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
+    assert_eq!(
+        records,
+        vec![b"synced".to_vec()],
+        "the unsynced record was lost"
+    );
+    assert_eq!(syncs, 1, "the unsynced append did not fsync");
+
+    let (wal, _) = Wal::open(fs.shared(), "/log", WalOptions::default()).unwrap();
+    wal.append_unsynced(b"buffered").unwrap();
+    wal.append(b"then synced").unwrap();
+    drop(wal);
+    fs.crash(CrashMode::DropUnsynced);
+    let records: Vec<Vec<u8>> = read_all(fs.shared(), Path::new("/log"))
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
+    assert_eq!(
+        records,
+        vec![
+            b"synced".to_vec(),
+            b"buffered".to_vec(),
+            b"then synced".to_vec()
+        ]
+    );
+}

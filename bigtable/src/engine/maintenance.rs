@@ -261,6 +261,9 @@ impl Core {
         frozen: FrozenMemtable,
     ) -> Result<()> {
         self.commits.wait_visible(frozen.last_seq);
+        // The memtable may hold buffered (unsynced) writes: sync the log first, so no
+        // write reaches disk in a table while an earlier one could still be lost.
+        self.log.sync()?;
         let mut cursor = frozen.mem.iter();
         cursor.seek_to_first();
         let mut new_id = || self.alloc_id();

@@ -42,18 +42,40 @@ pub enum ReadModifyWrite {
     },
 }
 
+/// When a write is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Under the engine's sync policy (after an fsync with `SyncPolicy::EveryCommit`).
+    Synced,
+    /// Once its commit-log record is written, before any fsync. A crash can lose it,
+    /// but only together with every write after it: the log keeps a prefix, and a
+    /// flush syncs the log first. For writes that can be redone from elsewhere.
+    Buffered,
+}
+
 impl Engine {
     /// Applies `mutations` to `row` atomically.
     pub fn mutate_row(&self, table: &str, row: &[u8], mutations: &[Mutation]) -> Result<()> {
         let schema = self.core.table_schema(table)?;
         validate(&schema, row, mutations)?;
         let _locks = self.core.row_locks.lock(table_key(table), &[row]);
-        self.core.commit(table, &[(row, mutations)])
+        self.core
+            .commit(table, &[(row, mutations)], Durability::Synced)
     }
 
     /// Applies each entry atomically (the batch as a whole is not atomic). The outer
     /// error fails every valid entry; the inner results report invalid entries.
     pub fn mutate_rows(&self, table: &str, batch: &[RowMutations]) -> Result<Vec<Result<()>>> {
+        self.mutate_rows_with(table, batch, Durability::Synced)
+    }
+
+    /// [`Engine::mutate_rows`], acknowledged as `durability` says.
+    pub fn mutate_rows_with(
+        &self,
+        table: &str,
+        batch: &[RowMutations],
+        durability: Durability,
+    ) -> Result<Vec<Result<()>>> {
         let schema = self.core.table_schema(table)?;
         let results: Vec<Result<()>> = batch
             .iter()
@@ -68,7 +90,7 @@ impl Engine {
         if !valid.is_empty() {
             let rows: Vec<&[u8]> = valid.iter().map(|(r, _)| *r).collect();
             let _locks = self.core.row_locks.lock(table_key(table), &rows);
-            self.core.commit(table, &valid)?;
+            self.core.commit(table, &valid, durability)?;
         }
         Ok(results)
     }
@@ -83,6 +105,19 @@ impl Engine {
         predicate: Option<&RowFilter>,
         if_true: &[Mutation],
         if_false: &[Mutation],
+    ) -> Result<bool> {
+        self.check_and_mutate_row_with(table, row, predicate, if_true, if_false, Durability::Synced)
+    }
+
+    /// [`Engine::check_and_mutate_row`], acknowledged as `durability` says.
+    pub fn check_and_mutate_row_with(
+        &self,
+        table: &str,
+        row: &[u8],
+        predicate: Option<&RowFilter>,
+        if_true: &[Mutation],
+        if_false: &[Mutation],
+        durability: Durability,
     ) -> Result<bool> {
         let schema = self.core.table_schema(table)?;
         let predicate = predicate.map(RowFilter::compile).transpose()?;
@@ -105,7 +140,7 @@ impl Engine {
         };
         let chosen = if matched { if_true } else { if_false };
         if !chosen.is_empty() {
-            self.core.commit(table, &[(row, chosen)])?;
+            self.core.commit(table, &[(row, chosen)], durability)?;
         }
         Ok(matched)
     }
@@ -166,7 +201,8 @@ impl Engine {
                 value: value.clone(),
             })
             .collect();
-        self.core.commit(table, &[(row, &mutations)])?;
+        self.core
+            .commit(table, &[(row, &mutations)], Durability::Synced)?;
         let cells = written
             .into_iter()
             .map(|((family, qualifier), (timestamp, value))| Cell {
@@ -351,6 +387,7 @@ impl Core {
         &self,
         table: &str,
         rows: &[(&'r [u8], &'r [Mutation])],
+        durability: Durability,
     ) -> Result<()> {
         // Usually every row is in one tablet: commit them as one record, no grouping.
         let single = {
@@ -364,7 +401,7 @@ impl Core {
             }
         };
         if let Some(tree) = single {
-            if let Committed::Done = self.commit_tablet(tree, rows)? {
+            if let Committed::Done = self.commit_tablet(tree, rows, durability)? {
                 return Ok(());
             }
         }
@@ -382,7 +419,7 @@ impl Core {
             }
             pending.clear();
             for (tree, group) in groups {
-                if let Committed::Moved = self.commit_tablet(tree, &group)? {
+                if let Committed::Moved = self.commit_tablet(tree, &group, durability)? {
                     pending.extend(group);
                 }
             }
@@ -391,7 +428,12 @@ impl Core {
     }
 
     /// Commits rows that all fall in tablet `tree`, unless it was split meanwhile.
-    fn commit_tablet(&self, tree: TreeId, rows: &[(&[u8], &[Mutation])]) -> Result<Committed> {
+    fn commit_tablet(
+        &self,
+        tree: TreeId,
+        rows: &[(&[u8], &[Mutation])],
+        durability: Durability,
+    ) -> Result<Committed> {
         self.throttle(tree)?;
         let count: u64 = rows.iter().map(|(_, m)| m.len() as u64).sum();
         let (mem, first) = {
@@ -426,7 +468,10 @@ impl Core {
             seq += mutations.len() as SeqNo;
         }
         let record = log_record::encode(tree, first, &entries);
-        self.log.append(&record)?;
+        match durability {
+            Durability::Synced => self.log.append(&record)?,
+            Durability::Buffered => self.log.append_unsynced(&record)?,
+        };
         let user_bytes: usize = rows
             .iter()
             .map(|(row, mutations)| row.len() * mutations.len() + payload_bytes(mutations))
