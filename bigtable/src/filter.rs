@@ -190,17 +190,7 @@ fn common_window<'a>(filters: impl Iterator<Item = &'a CompiledFilter>) -> Optio
 }
 
 fn in_range(v: &[u8], start: &Bound<Vec<u8>>, end: &Bound<Vec<u8>>) -> bool {
-    let after_start = match start {
-        Bound::Included(s) => v >= s.as_slice(),
-        Bound::Excluded(s) => v > s.as_slice(),
-        Bound::Unbounded => true,
-    };
-    let before_end = match end {
-        Bound::Included(e) => v <= e.as_slice(),
-        Bound::Excluded(e) => v < e.as_slice(),
-        Bound::Unbounded => true,
-    };
-    after_start && before_end
+    crate::key::after_start(v, start) && crate::key::before_end(v, end)
 }
 
 /// Orders cells the way a row is returned: by column, newest first.

@@ -112,6 +112,24 @@ fn timestamp_bits(ts: Timestamp) -> u64 {
     (ts as u64) ^ (1 << 63)
 }
 
+/// Whether `v` is at or after a range's `start` bound.
+pub fn after_start(v: &[u8], start: &std::ops::Bound<Vec<u8>>) -> bool {
+    match start {
+        std::ops::Bound::Included(s) => v >= s.as_slice(),
+        std::ops::Bound::Excluded(s) => v > s.as_slice(),
+        std::ops::Bound::Unbounded => true,
+    }
+}
+
+/// Whether `v` is at or before a range's `end` bound.
+pub fn before_end(v: &[u8], end: &std::ops::Bound<Vec<u8>>) -> bool {
+    match end {
+        std::ops::Bound::Included(e) => v <= e.as_slice(),
+        std::ops::Bound::Excluded(e) => v < e.as_slice(),
+        std::ops::Bound::Unbounded => true,
+    }
+}
+
 /// The key prefix every entry of `row` starts with; seeking to it finds the row's first entry.
 pub fn row_prefix(row: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(row.len() + 2);

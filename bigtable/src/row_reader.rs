@@ -222,19 +222,11 @@ pub struct ColumnSpan {
 
 impl ColumnSpan {
     fn after_start(&self, qualifier: &[u8]) -> bool {
-        match &self.start {
-            Bound::Included(s) => qualifier >= s.as_slice(),
-            Bound::Excluded(s) => qualifier > s.as_slice(),
-            Bound::Unbounded => true,
-        }
+        crate::key::after_start(qualifier, &self.start)
     }
 
     fn before_end(&self, qualifier: &[u8]) -> bool {
-        match &self.end {
-            Bound::Included(e) => qualifier <= e.as_slice(),
-            Bound::Excluded(e) => qualifier < e.as_slice(),
-            Bound::Unbounded => true,
-        }
+        crate::key::before_end(qualifier, &self.end)
     }
 
     /// The first key of the span's entries in `row` (for a span starting at the

@@ -296,16 +296,19 @@ fn segments_are_preallocated_on_the_real_file_system() {
 #[test]
 fn unsynced_appends_become_durable_with_the_next_synced_one() {
     let fs = FaultyFs::new();
+    let survivors = || -> Vec<Vec<u8>> {
+        fs.crash(CrashMode::DropUnsynced);
+        read_all(fs.shared(), Path::new("/log"))
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect()
+    };
     let (wal, _) = Wal::open(fs.shared(), "/log", WalOptions::default()).unwrap();
     wal.append(b"synced").unwrap();
     wal.append_unsynced(b"buffered").unwrap();
     let syncs = wal.stats().syncs;
     drop(wal);
-    fs.crash(CrashMode::DropUnsynced);
-    let records: Vec<Vec<u8>> = read_all(fs.shared(), Path::new("/log"))
-        .into_iter()
-        .map(|(_, r)| r)
-        .collect();
+    let records = survivors();
     assert_eq!(
         records,
         vec![b"synced".to_vec()],
@@ -317,11 +320,7 @@ fn unsynced_appends_become_durable_with_the_next_synced_one() {
     wal.append_unsynced(b"buffered").unwrap();
     wal.append(b"then synced").unwrap();
     drop(wal);
-    fs.crash(CrashMode::DropUnsynced);
-    let records: Vec<Vec<u8>> = read_all(fs.shared(), Path::new("/log"))
-        .into_iter()
-        .map(|(_, r)| r)
-        .collect();
+    let records = survivors();
     assert_eq!(
         records,
         vec![

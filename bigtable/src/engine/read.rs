@@ -38,19 +38,11 @@ impl RowRange {
     }
 
     fn after_start(&self, row: &[u8]) -> bool {
-        match &self.start {
-            Bound::Included(s) => row >= s.as_slice(),
-            Bound::Excluded(s) => row > s.as_slice(),
-            Bound::Unbounded => true,
-        }
+        crate::key::after_start(row, &self.start)
     }
 
     fn before_end(&self, row: &[u8]) -> bool {
-        match &self.end {
-            Bound::Included(e) => row <= e.as_slice(),
-            Bound::Excluded(e) => row < e.as_slice(),
-            Bound::Unbounded => true,
-        }
+        crate::key::before_end(row, &self.end)
     }
 
     fn start_row(&self) -> &[u8] {
