@@ -92,6 +92,33 @@ impl Snapshot<'_> {
         )
     }
 
+    /// The entities a local-index query finds, in index order, as of this snapshot.
+    pub fn query_local_entities(
+        &self,
+        index: &str,
+        range: &ValueRange,
+    ) -> Result<Vec<Entity>, Error> {
+        let hits = self.query_local(index, range)?;
+        let table = self
+            .schema
+            .indexes
+            .iter()
+            .find(|i| i.name == index)
+            .map(|i| i.table.clone())
+            .ok_or_else(|| Error::Invalid(format!("no local index {index}")))?;
+        let mut out = Vec::with_capacity(hits.len());
+        for hit in &hits {
+            let entity = self.get(&table, &hit.key)?.ok_or_else(|| {
+                Error::Damaged(format!(
+                    "index {index} names a missing entity {:?}",
+                    hit.key
+                ))
+            })?;
+            out.push(entity);
+        }
+        Ok(out)
+    }
+
     fn own_table(&self, table: &str) -> Result<&Table, Error> {
         let t = self
             .schema

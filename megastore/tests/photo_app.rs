@@ -116,6 +116,11 @@ fn photo_app_end_to_end() {
         .map(|h| int(&h.key[1]))
         .collect();
     assert_eq!(order, vec![501, 500], "500 moved after 501");
+    let entities = snap
+        .query_local_entities("PhotosByTime", &ValueRange::prefix(vec![Value::Int64(101)]))
+        .unwrap();
+    assert_eq!(entities[1].get("time"), Some(&Value::Int64(3000)));
+    assert_eq!(entities[0], photo(101, 501, 2000, &["paris"]));
     assert_eq!(tagged(&db, "dinner", moved.timestamp), vec![]);
     assert_eq!(
         tagged(&db, "beach", moved.timestamp),
