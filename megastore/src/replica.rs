@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use bigtable::{Durability, Engine, Mutation, RowFilter, RowMutations, TimestampRange};
+use bigtable::{Durability, Engine, Mutation, RowFilter, TimestampRange};
 
 use crate::acceptor::{AcceptorState, Refusal};
 use crate::layout::{column, family_at, log_qualifier, GroupMeta, LOG, META, META_STATE};
@@ -244,12 +244,19 @@ impl Replica {
         expected: Option<&[u8]>,
         meta: GroupMeta,
     ) -> Result<bool, Error> {
-        self.compare_and_set(root, META, META_STATE, expected, meta.encode())
+        self.compare_and_set(root, META, META_STATE, expected, meta.encode(), Vec::new())
     }
 
-    /// Deletes the log cells of `positions` (buffered: a lost deletion is repeated).
-    pub fn delete_log(&self, root: &RootRow, positions: &[u64]) -> Result<(), Error> {
-        let mutations: Vec<Mutation> = positions
+    /// Deletes the log cells of `positions` and replaces the state cell with `meta`, in
+    /// one check-and-mutate that requires the state cell to still hold `expected`.
+    pub fn clean_log(
+        &self,
+        root: &RootRow,
+        expected: Option<&[u8]>,
+        meta: GroupMeta,
+        positions: &[u64],
+    ) -> Result<bool, Error> {
+        let deletions = positions
             .iter()
             .map(|p| Mutation::DeleteFromColumn {
                 family: LOG.as_bytes().to_vec(),
@@ -260,23 +267,12 @@ impl Replica {
                 },
             })
             .collect();
-        if !mutations.is_empty() {
-            let row = RowMutations {
-                row: root.row.clone(),
-                mutations,
-            };
-            for result in self
-                .engine
-                .mutate_rows_with(&root.table, &[row], Durability::Buffered)?
-            {
-                result?;
-            }
-        }
-        Ok(())
+        self.compare_and_set(root, META, META_STATE, expected, meta.encode(), deletions)
     }
 
-    /// One buffered check-and-mutate: writes `value` to the column if its newest cell
-    /// equals `expected` (`None`: the column is empty). Whether it wrote.
+    /// One buffered check-and-mutate: writes `value` to the column (and applies `also`)
+    /// if its newest cell equals `expected` (`None`: the column is empty). Whether it
+    /// wrote.
     fn compare_and_set(
         &self,
         root: &RootRow,
@@ -284,8 +280,10 @@ impl Replica {
         qualifier: &[u8],
         expected: Option<&[u8]>,
         value: Vec<u8>,
+        also: Vec<Mutation>,
     ) -> Result<bool, Error> {
-        let write = [set_cell(family, qualifier, value)];
+        let mut write = also;
+        write.push(set_cell(family, qualifier, value));
         let mut predicate = vec![column(family, qualifier), RowFilter::CellsPerColumnLimit(1)];
         if let Some(old) = expected {
             predicate.push(RowFilter::ValueRange {

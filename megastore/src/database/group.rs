@@ -1,0 +1,213 @@
+//! An entity group's log on this replica: a transaction commits its entry at the next
+//! position, then everyone who touches the group rolls it forward (applies committed
+//! entries in order), and old positions are cleaned up.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+
+use super::{Committed, Core};
+use crate::apply::{apply_entry, touches_global_index};
+use crate::layout::GroupMeta;
+use crate::log::LogEntry;
+use crate::replica::{GroupState, RootRow};
+use crate::txn::{Snapshot, Transaction};
+use crate::Error;
+
+impl Core {
+    pub(super) fn transact<R>(
+        &self,
+        root_table: &str,
+        root: &RootRow,
+        mut f: impl FnMut(&mut Transaction<'_>) -> Result<R, Error>,
+    ) -> Result<(R, Committed), Error> {
+        let attempts = self.options.max_attempts.max(1);
+        for attempt in 1..=attempts {
+            let gate = GateGuard::enter(&self.schema_gate);
+            let state = self.roll_forward(root)?;
+            let (version, schema) = self.schema_for(state.meta.schema_version)?;
+            let mut tx = Transaction {
+                snapshot: Snapshot {
+                    core: self,
+                    schema: schema.clone(),
+                    root_table: root_table.to_string(),
+                    group_row: root.row.clone(),
+                    position: Some(state.meta.applied),
+                    timestamp: Some(state.meta.applied_timestamp),
+                },
+                writes: BTreeMap::new(),
+                reindex: Vec::new(),
+            };
+            let result = f(&mut tx)?;
+            let writes = tx.into_writes();
+            if writes.is_empty() {
+                return Ok((
+                    result,
+                    Committed {
+                        position: state.meta.applied,
+                        timestamp: state.meta.applied_timestamp,
+                        wrote: false,
+                        attempts: attempt,
+                    },
+                ));
+            }
+            let mut entry = LogEntry {
+                timestamp: 0,
+                schema_version: version,
+                next_leader: self.options.replica_id,
+                proposal: self.proposals.fetch_add(1, Ordering::Relaxed),
+                writes,
+            };
+            let global = touches_global_index(&schema, &entry);
+            entry.timestamp = self.queue.stamp(root, state.meta.applied_timestamp, global);
+            let position = state.meta.applied + 1;
+            match self.replica.accept(root, position, 0, &entry.encode())? {
+                Ok(()) => {
+                    drop(gate);
+                    self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                    // Committed: applying is best effort, and the next reader finishes it.
+                    if let Err(e) = self.roll_forward(root) {
+                        tracing::warn!("entry {position} committed, apply deferred: {e}");
+                    }
+                    let committed = Committed {
+                        position,
+                        timestamp: entry.timestamp,
+                        wrote: true,
+                        attempts: attempt,
+                    };
+                    return Ok((result, committed));
+                }
+                Err(_) => {
+                    if global {
+                        self.queue.abandon(root, entry.timestamp);
+                    }
+                    self.counters.conflicts.fetch_add(1, Ordering::Relaxed);
+                    drop(gate);
+                    backoff(attempt);
+                }
+            }
+        }
+        Err(Error::TooManyConflicts { attempts })
+    }
+
+    /// Applies every committed, unapplied entry of the group in order; returns the
+    /// group's state once nothing is left to apply.
+    pub(crate) fn roll_forward(&self, root: &RootRow) -> Result<GroupState, Error> {
+        'fresh: loop {
+            let state = self.replica.group_state(root)?;
+            let last = state.last_accepted();
+            if state.meta.applied >= last {
+                self.clean_log(root, &state)?;
+                return Ok(state);
+            }
+            let mut meta = state.meta;
+            let mut expected = state.meta_cell.clone();
+            for position in meta.applied + 1..=last {
+                let entry = self.entry_at(&state, position)?;
+                let schema = self.schema_at(entry.schema_version)?;
+                apply_entry(self.engine(), &schema, &root.row, &entry)?;
+                let global = touches_global_index(&schema, &entry);
+                let next = GroupMeta {
+                    applied: position,
+                    applied_timestamp: entry.timestamp,
+                    indexed: if meta.indexed == meta.applied && !global {
+                        position
+                    } else {
+                        meta.indexed
+                    },
+                    schema_version: meta.schema_version.max(entry.schema_version),
+                    cleaned: meta.cleaned,
+                };
+                if !self.replica.set_meta(root, expected.as_deref(), next)? {
+                    continue 'fresh; // someone else advanced the group meanwhile
+                }
+                self.counters.applied.fetch_add(1, Ordering::Relaxed);
+                if global {
+                    self.queue.applied(root, entry.timestamp);
+                }
+                expected = Some(next.encode());
+                meta = next;
+            }
+        }
+    }
+
+    pub(super) fn entry_at(&self, state: &GroupState, position: u64) -> Result<LogEntry, Error> {
+        let bytes = state
+            .value_at(position)
+            .ok_or_else(|| Error::Damaged(format!("log position {position} has no value")))?;
+        LogEntry::decode(bytes)
+    }
+
+    /// Deletes log positions more than `log_retention` below both the applied and the
+    /// globally indexed position, once that many have accumulated, and records how far
+    /// it deleted in the group's state.
+    pub(super) fn clean_log(&self, root: &RootRow, state: &GroupState) -> Result<(), Error> {
+        let keep = self.options.log_retention.max(1);
+        let meta = state.meta;
+        let upto = meta.applied.min(meta.indexed).saturating_sub(keep);
+        if upto < meta.cleaned + keep {
+            return Ok(());
+        }
+        let old: Vec<u64> = (meta.cleaned + 1..=upto).collect();
+        let cleaned = GroupMeta {
+            cleaned: upto,
+            ..meta
+        };
+        // Losing the race to another state change only leaves the cleanup for later.
+        self.replica
+            .clean_log(root, state.meta_cell.as_deref(), cleaned, &old)?;
+        Ok(())
+    }
+}
+
+thread_local! {
+    /// How many transactions this thread is inside (a closure may open another).
+    static GATE_DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// A transaction's shared hold on the schema gate. Only the outermost transaction of a
+/// thread takes the lock: a nested one is covered by it, and taking it again could
+/// deadlock behind a waiting schema change (which, in turn, is not starved by
+/// overlapping transactions as it would be with recursive read locks).
+struct GateGuard<'a> {
+    _lock: Option<parking_lot::RwLockReadGuard<'a, ()>>,
+}
+
+impl<'a> GateGuard<'a> {
+    fn enter(gate: &'a RwLock<()>) -> Self {
+        let depth = GATE_DEPTH.with(|d| {
+            d.set(d.get() + 1);
+            d.get()
+        });
+        GateGuard {
+            _lock: (depth == 1).then(|| gate.read()),
+        }
+    }
+}
+
+impl Drop for GateGuard<'_> {
+    fn drop(&mut self) {
+        GATE_DEPTH.with(|d| d.set(d.get() - 1));
+    }
+}
+
+/// Waits a random time that grows with the attempt, so that contending writers
+/// spread out instead of colliding again.
+fn backoff(attempt: u32) {
+    let ceiling_micros = 50u64 << attempt.min(8);
+    std::thread::sleep(Duration::from_micros(random_u64() % ceiling_micros));
+}
+
+/// 64 random bits (from the standard library's randomly keyed hasher).
+pub(super) fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos().into()),
+    );
+    hasher.finish()
+}

@@ -1,0 +1,143 @@
+//! Index work in the background and on schema changes: the global-index maintainer's
+//! loop, finding groups with unindexed entries at start-up, and back-filling a new index.
+
+use bigtable::{ReadRequest, RowFilter, RowSet};
+
+use super::Core;
+use crate::apply::apply_global_indexes;
+use crate::keys::storage_table;
+use crate::layout::{self, column, data_table, GroupMeta};
+use crate::replica::RootRow;
+use crate::schema::{GroupRole, IndexScope};
+use crate::Error;
+
+impl Core {
+    /// Brings the global indexes up to date with the group's applied entries.
+    pub(super) fn index_group(&self, root: &RootRow) -> Result<i64, Error> {
+        'fresh: loop {
+            let state = self.roll_forward(root)?;
+            let mut meta = state.meta;
+            let mut expected = state.meta_cell.clone();
+            for position in meta.indexed + 1..=meta.applied {
+                let entry = self.entry_at(&state, position)?;
+                let schema = self.schema_at(entry.schema_version)?;
+                apply_global_indexes(self.engine(), &schema, &root.row, &entry)?;
+                let next = GroupMeta {
+                    indexed: position,
+                    ..meta
+                };
+                if !self.replica.set_meta(root, expected.as_deref(), next)? {
+                    continue 'fresh;
+                }
+                expected = Some(next.encode());
+                meta = next;
+            }
+            return Ok(meta.applied_timestamp);
+        }
+    }
+
+    pub(super) fn run_indexer(&self) {
+        while let Some(root) = self.queue.next() {
+            match self.index_group(&root) {
+                Ok(through) => self.queue.done(&root, through),
+                Err(e) => {
+                    tracing::error!("global index maintenance of a group failed: {e}");
+                    self.queue.failed(&root);
+                }
+            }
+        }
+    }
+
+    /// Start-up: groups whose log may hold entries the global indexes lack.
+    pub(super) fn find_unindexed_groups(&self) -> Result<(), Error> {
+        let schema = self.current.read().1.clone();
+        if !schema.indexes.iter().any(|i| i.scope == IndexScope::Global) {
+            return Ok(());
+        }
+        for root in schema.tables.iter().filter(|t| t.role == GroupRole::Root) {
+            let table = data_table(&schema, storage_table(&schema, &root.name));
+            for row in self.group_rows(&table, true)? {
+                let mut meta = GroupMeta::default();
+                let mut last = 0;
+                for cell in &row.cells {
+                    if cell.family == layout::META.as_bytes() {
+                        meta = GroupMeta::decode(&cell.value)?;
+                    } else if let Ok(q) = <[u8; 8]>::try_from(cell.qualifier.as_slice()) {
+                        last = last.max(u64::from_be_bytes(q));
+                    }
+                }
+                if meta.indexed < meta.applied.max(last) {
+                    self.queue.register_unknown(&RootRow {
+                        table: table.clone(),
+                        row: row.key,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The root rows of every group in `table` that has a log (with its log cells'
+    /// qualifiers when `with_log`).
+    pub(super) fn group_rows(
+        &self,
+        table: &str,
+        with_log: bool,
+    ) -> Result<Vec<bigtable::Row>, Error> {
+        let mut parts = vec![RowFilter::Chain(vec![
+            column(layout::META, layout::META_STATE),
+            RowFilter::CellsPerColumnLimit(1),
+        ])];
+        if with_log {
+            parts.push(RowFilter::Chain(vec![
+                layout::family_at(layout::LOG, None),
+                RowFilter::StripValue,
+            ]));
+        }
+        let request = ReadRequest {
+            rows: RowSet::all(),
+            filter: Some(RowFilter::Interleave(parts)),
+            ..ReadRequest::default()
+        };
+        Ok(self.engine().read_rows(table, &request)?)
+    }
+
+    /// Writes index `index`'s entries in every group (one `Reindex` entry per group),
+    /// then marks it built.
+    pub(super) fn backfill(&self, index: &str, version: u64) -> Result<(), Error> {
+        let schema = self.current.read().1.clone();
+        let def = schema
+            .indexes
+            .iter()
+            .find(|i| i.name == index)
+            .ok_or_else(|| Error::Invalid(format!("no index {index}")))?;
+        let root_table = schema
+            .table(&def.table)
+            .map(|t| t.root_name().to_string())
+            .ok_or_else(|| Error::Invalid(format!("index {index} names no table")))?;
+        let table = data_table(&schema, storage_table(&schema, &root_table));
+        let groups = self.group_rows(&table, false)?;
+        let total = groups.len();
+        for (done, row) in groups.into_iter().enumerate() {
+            let root = RootRow {
+                table: table.clone(),
+                row: row.key,
+            };
+            self.transact(&root_table, &root, |tx| {
+                tx.reindex(index);
+                Ok(())
+            })?;
+            if def.scope == IndexScope::Global {
+                // Indexed here rather than by the background thread, so that the index
+                // is complete when it is marked built, and a failure is reported.
+                self.index_group(&root)?;
+            }
+            if (done + 1) % 1000 == 0 || done + 1 == total {
+                tracing::info!("back-fill of index {index}: {} of {total} groups", done + 1);
+            }
+        }
+        self.catalog().mark_built(&self.name, index, version)?;
+        self.building.write().remove(index);
+        Ok(())
+    }
+}

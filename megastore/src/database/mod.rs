@@ -1,0 +1,374 @@
+//! A Megastore database on one replica: transactions on entity groups through each
+//! group's log in its root row, the three read modes, index queries, schema changes
+//! with index back-fill, and the background global-index maintainer.
+//!
+//! A transaction reads at the group's latest position `p` (after rolling forward every
+//! committed entry), buffers its writes, and commits them as one log entry by getting
+//! position `p + 1` accepted (compare-and-set on that position's cell in the root row).
+//! Of two transactions that read at `p`, exactly one gets `p + 1`; the other retries
+//! from a fresh read. The entry is then applied to the data and the group's applied
+//! position advanced; a crash in between is repaired by whoever reads the group next.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use bigtable::clock::{Clock, SystemClock};
+use bigtable::Engine;
+use parking_lot::{Mutex, RwLock};
+
+use crate::catalog::Catalog;
+use crate::global::IndexQueue;
+use crate::index::IndexHit;
+use crate::keys::{row_key, storage_table, Value};
+use crate::layout::{create_tables, data_table, GroupMeta, ValueRange};
+use crate::read::{self, ReadMode};
+use crate::replica::{Replica, RootRow};
+use crate::schema::{parse, GroupRole, IndexScope, Schema};
+use crate::txn::{Snapshot, Transaction};
+use crate::Error;
+
+mod group;
+mod indexing;
+mod schema_versions;
+
+#[derive(Clone)]
+pub struct DatabaseOptions {
+    /// How many times `transact` runs the closure before giving up on conflicts.
+    pub max_attempts: u32,
+    /// Log positions kept below the applied (and globally indexed) position; older ones
+    /// are deleted. At least 1.
+    pub log_retention: u64,
+    /// This replica's id (nominated as the next position's leader by its writes).
+    pub replica_id: u32,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for DatabaseOptions {
+    fn default() -> Self {
+        DatabaseOptions {
+            max_attempts: 32,
+            log_retention: 16,
+            replica_id: 0,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// An entity group, named by its root entity: the root table and its primary key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupKey {
+    pub root: String,
+    pub key: Vec<Value>,
+}
+
+impl GroupKey {
+    pub fn new(root: impl Into<String>, key: Vec<Value>) -> Self {
+        GroupKey {
+            root: root.into(),
+            key,
+        }
+    }
+}
+
+/// What a successful `transact` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// The log position of the transaction's entry, or the position it read at when it
+    /// wrote nothing.
+    pub position: u64,
+    /// The entry's timestamp (its cells' timestamp).
+    pub timestamp: i64,
+    /// Whether the transaction wrote anything (a log entry).
+    pub wrote: bool,
+    /// How many times the closure ran.
+    pub attempts: u32,
+}
+
+/// A possibly stale answer: it reflects every commit with a timestamp at or below
+/// `watermark`; later commits may be missing from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stale<T> {
+    pub value: T,
+    pub watermark: i64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DatabaseStats {
+    pub commits: u64,
+    /// Commits that lost their log position to another transaction (each retried).
+    pub conflicts: u64,
+    /// Log entries applied (by their writer or by a later reader rolling forward).
+    pub entries_applied: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    commits: AtomicU64,
+    conflicts: AtomicU64,
+    applied: AtomicU64,
+}
+
+/// What the transactions, reads and the indexer thread share.
+pub(crate) struct Core {
+    replica: Replica,
+    name: String,
+    current: RwLock<(u64, Arc<Schema>)>,
+    versions: Mutex<BTreeMap<u64, Arc<Schema>>>,
+    /// Indexes whose back-fill has not finished: queries on them are refused.
+    building: RwLock<BTreeSet<String>>,
+    /// Held (shared) by each transaction attempt; a schema change takes it exclusively
+    /// so that no transaction of the old version commits after its back-fill starts.
+    schema_gate: RwLock<()>,
+    queue: IndexQueue,
+    options: DatabaseOptions,
+    counters: Counters,
+    /// Source of unique proposal ids: a random start, then a counter.
+    proposals: AtomicU64,
+}
+
+pub struct Database {
+    core: Arc<Core>,
+    indexer: Option<JoinHandle<()>>,
+}
+
+impl Database {
+    /// Opens the database of schema `text`, storing it first if it is new, or adding
+    /// to the stored one (and back-filling new indexes) if it differs.
+    pub fn open_with_schema(
+        engine: Arc<Engine>,
+        text: &str,
+        options: DatabaseOptions,
+    ) -> Result<Self, Error> {
+        let schema = parse(text).map_err(crate::catalog::CatalogError::from)?;
+        let catalog = Catalog::open(&engine)?;
+        let stored = catalog.get(&schema.name)?;
+        if stored.is_none() {
+            let version = catalog.put(text)?;
+            for index in &schema.indexes {
+                catalog.mark_built(&schema.name, &index.name, version)?;
+            }
+        }
+        let db = Self::open(engine, &schema.name, options)?;
+        if stored.is_some_and(|(_, old)| old != schema) {
+            db.update_schema(text)?;
+        }
+        Ok(db)
+    }
+
+    /// Opens the database of the stored schema `name`, finishing any interrupted
+    /// index back-fill first.
+    pub fn open(engine: Arc<Engine>, name: &str, options: DatabaseOptions) -> Result<Self, Error> {
+        let catalog = Catalog::open(&engine)?;
+        let (version, schema) = catalog
+            .get(name)?
+            .ok_or_else(|| Error::Invalid(format!("no schema {name} is stored")))?;
+        create_tables(&engine, &schema)?;
+        let built = catalog.built(name)?;
+        let building = schema
+            .indexes
+            .iter()
+            .map(|i| i.name.clone())
+            .filter(|n| !built.contains(n))
+            .collect();
+        let schema = Arc::new(schema);
+        let core = Arc::new(Core {
+            replica: Replica::new(engine),
+            name: name.to_string(),
+            current: RwLock::new((version, schema.clone())),
+            versions: Mutex::new(BTreeMap::from([(version, schema)])),
+            building: RwLock::new(building),
+            schema_gate: RwLock::new(()),
+            queue: IndexQueue::new(options.clock.clone()),
+            options,
+            counters: Counters::default(),
+            proposals: AtomicU64::new(group::random_u64()),
+        });
+        core.find_unindexed_groups()?;
+        let worker = core.clone();
+        let indexer = std::thread::Builder::new()
+            .name("megastore-global-indexer".into())
+            .spawn(move || worker.run_indexer())
+            .map_err(|e| Error::Invalid(format!("cannot start the indexer thread: {e}")))?;
+        let db = Database {
+            core,
+            indexer: Some(indexer),
+        };
+        let unfinished: Vec<String> = db.core.building.read().iter().cloned().collect();
+        for index in unfinished {
+            db.core.backfill(&index, version)?;
+        }
+        Ok(db)
+    }
+
+    pub fn schema(&self) -> Arc<Schema> {
+        self.core.current.read().1.clone()
+    }
+
+    pub fn schema_version(&self) -> u64 {
+        self.core.current.read().0
+    }
+
+    /// Adds to the schema (tables, properties, indexes; nothing may be removed or
+    /// changed) and back-fills its new indexes; returns the new version. Back-filling
+    /// commits one entry in every entity group of the indexed table.
+    pub fn update_schema(&self, text: &str) -> Result<u64, Error> {
+        let core = &self.core;
+        let catalog = core.catalog();
+        let version = catalog.put(text)?;
+        let schema = catalog
+            .get_version(&core.name, version)?
+            .ok_or_else(|| Error::Damaged(format!("schema version {version} vanished")))?;
+        create_tables(core.engine(), &schema)?;
+        let old = core.current.read().1.clone();
+        let new_indexes: Vec<String> = schema
+            .indexes
+            .iter()
+            .filter(|i| !old.indexes.iter().any(|o| o.name == i.name))
+            .map(|i| i.name.clone())
+            .collect();
+        {
+            // Waits for transactions running under the old version to finish.
+            let _gate = core.schema_gate.write();
+            core.building.write().extend(new_indexes.iter().cloned());
+            core.install(version, Arc::new(schema));
+        }
+        for index in &new_indexes {
+            core.backfill(index, version)?;
+        }
+        Ok(version)
+    }
+
+    /// Runs `f` as a transaction on `group` and commits what it wrote. On a conflict
+    /// (another transaction committed first) `f` runs again on a fresh snapshot, up to
+    /// `max_attempts` times. An error from `f` aborts without writing.
+    pub fn transact<R>(
+        &self,
+        group: &GroupKey,
+        f: impl FnMut(&mut Transaction<'_>) -> Result<R, Error>,
+    ) -> Result<(R, Committed), Error> {
+        let root = self.core.root_row(group)?;
+        self.core.transact(&group.root, &root, f)
+    }
+
+    /// A snapshot of `group` to read from, as current as `mode` asks.
+    pub fn read(&self, group: &GroupKey, mode: ReadMode) -> Result<Snapshot<'_>, Error> {
+        let root = self.core.root_row(group)?;
+        let state = match mode {
+            ReadMode::Current => Some(self.core.roll_forward(&root)?),
+            ReadMode::Snapshot => Some(self.core.replica.group_state(&root)?),
+            ReadMode::Inconsistent => None,
+        };
+        let schema = match &state {
+            Some(s) => self.core.schema_for(s.meta.schema_version)?.1,
+            None => self.schema(),
+        };
+        Ok(Snapshot {
+            core: &self.core,
+            schema,
+            root_table: group.root.clone(),
+            group_row: root.row,
+            position: state.as_ref().map(|s| s.meta.applied),
+            timestamp: state.as_ref().map(|s| s.meta.applied_timestamp),
+        })
+    }
+
+    /// The entries of global index `index` whose values lie in `range`. Global indexes
+    /// are maintained in the background, so the answer may miss recent commits: it
+    /// reflects those at or below the returned watermark.
+    pub fn query_global(
+        &self,
+        index: &str,
+        range: &ValueRange,
+    ) -> Result<Stale<Vec<IndexHit>>, Error> {
+        let schema = self.schema();
+        if !schema
+            .indexes
+            .iter()
+            .any(|i| i.name == index && i.scope == IndexScope::Global)
+        {
+            return Err(Error::Invalid(format!("no global index {index}")));
+        }
+        self.core.check_built(index)?;
+        // The watermark is taken first: whatever it promises is in what we read next.
+        let watermark = self.core.queue.watermark();
+        let value = read::global_index(self.core.engine(), &schema, index, range)?;
+        Ok(Stale { value, watermark })
+    }
+
+    /// Every commit at or below this timestamp is reflected in the global indexes.
+    pub fn global_index_watermark(&self) -> i64 {
+        self.core.queue.watermark()
+    }
+
+    /// Blocks until the global indexes reflect every commit at or below `timestamp`.
+    pub fn wait_for_global_indexes(&self, timestamp: i64) {
+        self.core.queue.wait_for(timestamp);
+    }
+
+    /// Stops (or restarts) the background global-index maintenance; commits go on.
+    pub fn pause_global_indexing(&self, paused: bool) {
+        self.core.queue.set_paused(paused);
+    }
+
+    pub fn stats(&self) -> DatabaseStats {
+        let c = &self.core.counters;
+        DatabaseStats {
+            commits: c.commits.load(Ordering::Relaxed),
+            conflicts: c.conflicts.load(Ordering::Relaxed),
+            entries_applied: c.applied.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The group's replication state on this replica, as stored (no roll-forward), and
+    /// the log positions its root row holds.
+    pub fn group_meta(&self, group: &GroupKey) -> Result<(GroupMeta, Vec<u64>), Error> {
+        let root = self.core.root_row(group)?;
+        let state = self.core.replica.group_state(&root)?;
+        Ok((state.meta, self.core.replica.log_positions(&root)?))
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        self.core.queue.shut_down();
+        if let Some(indexer) = self.indexer.take() {
+            let _ = indexer.join();
+        }
+    }
+}
+
+impl Core {
+    pub(crate) fn engine(&self) -> &Engine {
+        self.replica.engine()
+    }
+
+    fn catalog(&self) -> Catalog<'_> {
+        Catalog::existing(self.engine())
+    }
+
+    pub(crate) fn check_built(&self, index: &str) -> Result<(), Error> {
+        if self.building.read().contains(index) {
+            return Err(Error::IndexNotReady(index.to_string()));
+        }
+        Ok(())
+    }
+
+    fn root_row(&self, group: &GroupKey) -> Result<RootRow, Error> {
+        let schema = self.current.read().1.clone();
+        let table = schema
+            .table(&group.root)
+            .ok_or_else(|| Error::Invalid(format!("table {} is not in the schema", group.root)))?;
+        if table.role != GroupRole::Root {
+            return Err(Error::Invalid(format!(
+                "{} is not an entity group root",
+                group.root
+            )));
+        }
+        Ok(RootRow {
+            table: data_table(&schema, storage_table(&schema, &group.root)),
+            row: row_key(&schema, &group.root, &group.key)?,
+        })
+    }
+}
