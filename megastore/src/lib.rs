@@ -4,7 +4,6 @@
 //! and transactions, reads and indexes (`database`). Layout on the tablet server:
 //! `docs/megastore-layout.md`.
 
-pub mod acceptor;
 mod apply;
 pub mod catalog;
 pub mod database;
@@ -14,9 +13,11 @@ pub mod index;
 pub mod keys;
 pub mod layout;
 pub mod log;
+pub mod paxos;
 pub mod read;
 pub mod replica;
 pub mod schema;
+pub mod sim;
 pub mod txn;
 
 pub use database::{Committed, Database, DatabaseOptions, DatabaseStats, GroupKey, Stale};

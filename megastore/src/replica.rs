@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use bigtable::{Durability, Engine, Mutation, RowFilter, TimestampRange};
 
-use crate::acceptor::{AcceptorState, Refusal};
 use crate::layout::{column, family_at, log_qualifier, GroupMeta, LOG, META, META_STATE};
+use crate::paxos::acceptor::{AcceptorState, Refusal};
 use crate::Error;
 
 /// An entity group's root row, as the replica addresses it.

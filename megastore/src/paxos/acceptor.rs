@@ -52,8 +52,9 @@ impl AcceptorState {
 
     /// Phase 1: promise to ignore ballots below `ballot`; the new state. The caller
     /// learns what was accepted from `self.accepted`.
+    /// Promising the same ballot again (a duplicated request) is granted again.
     pub fn prepare(&self, ballot: u64) -> Result<AcceptorState, Refusal> {
-        if ballot <= self.promised && !(ballot == 0 && self.promised == 0) {
+        if ballot < self.promised {
             return Err(Refusal::Promised(self.promised));
         }
         Ok(AcceptorState {
