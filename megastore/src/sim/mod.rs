@@ -12,6 +12,8 @@
 //! The full simulator of replicated groups (clients, crashes with unsynced data lost,
 //! coordinators, histories) builds on this with the replication stage.
 
+pub mod linearizability;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::paxos::acceptor::{AcceptorState, Refusal};
