@@ -16,6 +16,7 @@ pub mod log;
 pub mod paxos;
 pub mod read;
 pub mod replica;
+pub mod replication;
 pub mod schema;
 pub mod sim;
 pub mod txn;
@@ -41,6 +42,9 @@ pub enum Error {
     TooManyConflicts { attempts: u32 },
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// Too few replicas answered to choose a value.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     #[error("index {0} is still being back-filled")]
     IndexNotReady(String),
     #[error("stored data is damaged: {0}")]

@@ -13,6 +13,9 @@ use crate::layout::{column, family_at, log_qualifier, GroupMeta, LOG, META, META
 use crate::paxos::acceptor::{AcceptorState, Refusal};
 use crate::Error;
 
+/// What an acceptor accepted: the ballot and the value.
+pub type Accepted = (u64, Vec<u8>);
+
 /// An entity group's root row, as the replica addresses it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RootRow {
@@ -122,6 +125,31 @@ impl Replica {
         ballot: u64,
         value: &[u8],
     ) -> Result<Result<(), Refusal>, Error> {
+        Ok(self
+            .transition(root, position, |s| s.accept(ballot, value))?
+            .map(|_| ()))
+    }
+
+    /// Asks the acceptor of `position` to promise `ballot`; the promise carries what
+    /// it had accepted.
+    pub fn prepare(
+        &self,
+        root: &RootRow,
+        position: u64,
+        ballot: u64,
+    ) -> Result<Result<Option<Accepted>, Refusal>, Error> {
+        Ok(self
+            .transition(root, position, |s| s.prepare(ballot))?
+            .map(|s| s.accepted))
+    }
+
+    /// Applies an acceptor rule to a position's cell by compare-and-set; the new state.
+    fn transition(
+        &self,
+        root: &RootRow,
+        position: u64,
+        rule: impl Fn(&AcceptorState) -> Result<AcceptorState, Refusal>,
+    ) -> Result<Result<AcceptorState, Refusal>, Error> {
         let qualifier = log_qualifier(position);
         loop {
             let (current, meta) = self.position_and_meta(root, &qualifier)?;
@@ -132,12 +160,15 @@ impl Replica {
                 Some(bytes) => AcceptorState::decode(bytes)?,
                 None => AcceptorState::default(),
             };
-            let next = match state.accept(ballot, value) {
+            let next = match rule(&state) {
                 Ok(next) => next,
                 Err(refusal) => return Ok(Err(refusal)),
             };
+            if next == state {
+                return Ok(Ok(next)); // nothing to write (a repeated request)
+            }
             if self.set_unapplied_position(root, position, current.as_deref(), next.encode())? {
-                return Ok(Ok(()));
+                return Ok(Ok(next));
             }
             // The cell or the applied position changed since our read: judge again.
         }

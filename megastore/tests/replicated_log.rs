@@ -1,0 +1,287 @@
+//! A group's log replicated over three replicas (three engines, one process): values are
+//! chosen while any one replica is down, a down replica learns what it missed, two down
+//! replicas stop writes with a clear error, and proposers racing for the same positions
+//! always agree on one value per position, which a majority of replicas holds.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bigtable::fs::FaultyFs;
+use bigtable::{Engine, EngineOptions};
+use megastore::paxos::proposer::{Outcome, Reply};
+use megastore::replica::{Replica, RootRow};
+use megastore::replication::{learn, propose, Acceptor, ProposeOptions};
+use megastore::sim::Rng;
+use megastore::Error;
+
+const SCHEMA: &str = "CREATE SCHEMA G;
+CREATE TABLE Root { required int64 id; } PRIMARY KEY(id), ENTITY GROUP ROOT;";
+
+/// A replica that can be switched off: then it answers nothing.
+struct Switchable {
+    replica: Replica,
+    down: AtomicBool,
+}
+
+impl Switchable {
+    fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(Error::Unavailable("switched off".into()));
+        }
+        Ok(())
+    }
+}
+
+impl Acceptor for Switchable {
+    fn prepare(&self, root: &RootRow, position: u64, ballot: u64) -> Result<Reply, Error> {
+        self.check()?;
+        Acceptor::prepare(&self.replica, root, position, ballot)
+    }
+
+    fn accept(
+        &self,
+        root: &RootRow,
+        position: u64,
+        ballot: u64,
+        value: &[u8],
+    ) -> Result<Reply, Error> {
+        self.check()?;
+        Acceptor::accept(&self.replica, root, position, ballot, value)
+    }
+}
+
+fn replicas(n: usize) -> Vec<Arc<Switchable>> {
+    let schema = megastore::schema::parse(SCHEMA).unwrap();
+    (0..n)
+        .map(|i| {
+            let engine = Engine::open(
+                Arc::new(FaultyFs::new()),
+                format!("/r{i}"),
+                EngineOptions::tiny(),
+            )
+            .unwrap();
+            megastore::layout::create_tables(&engine, &schema).unwrap();
+            Arc::new(Switchable {
+                replica: Replica::new(Arc::new(engine)),
+                down: AtomicBool::new(false),
+            })
+        })
+        .collect()
+}
+
+fn root() -> RootRow {
+    RootRow {
+        table: "G.Root".into(),
+        row: b"group-1".to_vec(),
+    }
+}
+
+fn views(set: &[Arc<Switchable>]) -> Vec<&dyn Acceptor> {
+    set.iter().map(|r| r.as_ref() as &dyn Acceptor).collect()
+}
+
+/// The value each replica's acceptor holds at `position`, if any.
+fn held(set: &[Arc<Switchable>], position: u64) -> Vec<Option<Vec<u8>>> {
+    set.iter()
+        .map(|r| {
+            let state = r.replica.group_state(&root()).unwrap();
+            state.value_at(position).map(<[u8]>::to_vec)
+        })
+        .collect()
+}
+
+fn options(proposer: u16) -> ProposeOptions {
+    ProposeOptions {
+        proposer,
+        max_rounds: 50,
+        max_backoff: Duration::from_micros(500),
+    }
+}
+
+#[test]
+fn a_minority_down_stops_nothing_and_learns_what_it_missed() {
+    let set = replicas(3);
+    let mut rng = Rng::new(1);
+    set[2].set_down(true);
+    for p in 1..=10u64 {
+        let value = format!("entry {p}").into_bytes();
+        let outcome = propose(
+            &views(&set),
+            &root(),
+            p,
+            value.clone(),
+            Some(0),
+            options(1),
+            &mut rng,
+        )
+        .unwrap();
+        assert_eq!(
+            outcome,
+            Outcome::Chosen {
+                value: value.clone(),
+                ours: true
+            }
+        );
+        assert_eq!(held(&set, p), vec![Some(value.clone()), Some(value), None]);
+    }
+    // The leader goes down: the fast path gets no answer, the slow path still chooses.
+    set[2].set_down(false);
+    set[0].set_down(true);
+    let outcome = propose(
+        &views(&set),
+        &root(),
+        11,
+        b"entry 11".to_vec(),
+        Some(0),
+        options(2),
+        &mut rng,
+    )
+    .unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Chosen {
+            value: b"entry 11".to_vec(),
+            ours: true
+        }
+    );
+    // The replica that was down learns every position it missed, as chosen.
+    for p in 1..=10u64 {
+        let learned = learn(
+            &views(&set),
+            &root(),
+            p,
+            b"no-op".to_vec(),
+            options(3),
+            &mut rng,
+        )
+        .unwrap();
+        assert_eq!(learned, format!("entry {p}").into_bytes(), "position {p}");
+        assert_eq!(held(&set, p)[2], Some(learned));
+    }
+    // Nothing was ever accepted at 12: learning chooses the no-op there.
+    let learned = learn(
+        &views(&set),
+        &root(),
+        12,
+        b"no-op".to_vec(),
+        options(3),
+        &mut rng,
+    )
+    .unwrap();
+    assert_eq!(learned, b"no-op".to_vec());
+}
+
+#[test]
+fn a_majority_down_is_unavailable_and_chooses_nothing() {
+    let set = replicas(3);
+    set[1].set_down(true);
+    set[2].set_down(true);
+    let mut rng = Rng::new(2);
+    let quick = ProposeOptions {
+        max_rounds: 3,
+        ..options(1)
+    };
+    let result = propose(
+        &views(&set),
+        &root(),
+        1,
+        b"v".to_vec(),
+        Some(0),
+        quick,
+        &mut rng,
+    );
+    assert!(matches!(result, Err(Error::Unavailable(_))), "{result:?}");
+    // Once they are back, the position gets a value: the one the leader alone accepted
+    // was never chosen, so either it or the no-op may win, and every later learner
+    // learns the same.
+    set[1].set_down(false);
+    set[2].set_down(false);
+    let learned = learn(
+        &views(&set),
+        &root(),
+        1,
+        b"no-op".to_vec(),
+        options(2),
+        &mut rng,
+    )
+    .unwrap();
+    assert!(learned == b"v" || learned == b"no-op", "{learned:?}");
+    let again = learn(
+        &views(&set),
+        &root(),
+        1,
+        b"other".to_vec(),
+        options(3),
+        &mut rng,
+    )
+    .unwrap();
+    assert_eq!(again, learned);
+}
+
+#[test]
+fn racing_proposers_agree_on_one_value_per_position() {
+    const POSITIONS: u64 = 25;
+    const THREADS: u16 = 4;
+    let set = Arc::new(replicas(3));
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (set, outcomes) = (set.clone(), outcomes.clone());
+            std::thread::spawn(move || {
+                let mut rng = Rng::new(u64::from(t) + 10);
+                for p in 1..=POSITIONS {
+                    // Every thread tries the fast path through replica 0 first.
+                    let value = format!("thread {t} position {p}").into_bytes();
+                    let outcome = propose(
+                        &views(&set),
+                        &root(),
+                        p,
+                        value,
+                        Some(0),
+                        options(t + 1),
+                        &mut rng,
+                    )
+                    .unwrap();
+                    outcomes.lock().unwrap().push((p, t, outcome));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let outcomes = outcomes.lock().unwrap();
+    for p in 1..=POSITIONS {
+        let here: Vec<&(u64, u16, Outcome)> = outcomes.iter().filter(|(q, _, _)| *q == p).collect();
+        assert_eq!(here.len(), THREADS as usize);
+        let Outcome::Chosen { value: chosen, .. } = &here[0].2;
+        let mut winners = 0;
+        for (_, t, Outcome::Chosen { value, ours }) in &here {
+            assert_eq!(value, chosen, "position {p}: proposers disagree");
+            assert_eq!(
+                *ours,
+                *value == format!("thread {t} position {p}").into_bytes()
+            );
+            winners += usize::from(*ours);
+        }
+        assert_eq!(
+            winners, 1,
+            "position {p}: exactly one proposer's value is chosen"
+        );
+        let holders = held(&set, p)
+            .iter()
+            .filter(|v| v.as_ref() == Some(chosen))
+            .count();
+        assert!(
+            holders >= 2,
+            "position {p}: only {holders} replicas hold the chosen value"
+        );
+    }
+}
