@@ -6,6 +6,7 @@
 
 mod apply;
 pub mod catalog;
+pub mod coordinator;
 pub mod database;
 pub mod entity;
 mod global;
