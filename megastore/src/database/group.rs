@@ -17,6 +17,8 @@ use crate::txn::{Snapshot, Transaction};
 use crate::Error;
 
 impl Core {
+    /// Runs `f` as a transaction on the group at `root` until it commits (or fails, or
+    /// loses its position `max_attempts` times).
     pub(super) fn transact<R>(
         &self,
         root_table: &str,
@@ -25,71 +27,82 @@ impl Core {
     ) -> Result<(R, Committed), Error> {
         let attempts = self.options.max_attempts.max(1);
         for attempt in 1..=attempts {
-            let gate = GateGuard::enter(&self.schema_gate);
-            let state = self.roll_forward(root)?;
-            let (version, schema) = self.schema_for(state.meta.schema_version)?;
-            let mut tx = Transaction {
-                snapshot: Snapshot {
-                    core: self,
-                    schema: schema.clone(),
-                    root_table: root_table.to_string(),
-                    group_row: root.row.clone(),
-                    position: Some(state.meta.applied),
-                    timestamp: Some(state.meta.applied_timestamp),
-                },
-                writes: BTreeMap::new(),
-                reindex: Vec::new(),
-            };
-            let result = f(&mut tx)?;
-            let writes = tx.into_writes();
-            if writes.is_empty() {
-                return Ok((
-                    result,
-                    Committed {
-                        position: state.meta.applied,
-                        timestamp: state.meta.applied_timestamp,
-                        wrote: false,
-                        attempts: attempt,
-                    },
-                ));
+            if let Some(done) = self.attempt(root_table, root, &mut f, attempt)? {
+                return Ok(done);
             }
-            let mut entry = LogEntry {
-                timestamp: 0,
-                schema_version: version,
-                next_leader: self.options.replica_id,
-                proposal: self.proposals.fetch_add(1, Ordering::Relaxed),
-                writes,
-            };
-            let global = touches_global_index(&schema, &entry);
-            entry.timestamp = self.queue.stamp(root, state.meta.applied_timestamp, global);
-            let position = state.meta.applied + 1;
-            match self.replica.accept(root, position, 0, &entry.encode())? {
-                Ok(()) => {
-                    drop(gate);
-                    self.counters.commits.fetch_add(1, Ordering::Relaxed);
-                    // Committed: applying is best effort, and the next reader finishes it.
-                    if let Err(e) = self.roll_forward(root) {
-                        tracing::warn!("entry {position} committed, apply deferred: {e}");
-                    }
-                    let committed = Committed {
-                        position,
-                        timestamp: entry.timestamp,
-                        wrote: true,
-                        attempts: attempt,
-                    };
-                    return Ok((result, committed));
-                }
-                Err(_) => {
-                    if global {
-                        self.queue.abandon(root, entry.timestamp);
-                    }
-                    self.counters.conflicts.fetch_add(1, Ordering::Relaxed);
-                    drop(gate);
-                    backoff(attempt);
-                }
-            }
+            backoff(attempt);
         }
         Err(Error::TooManyConflicts { attempts })
+    }
+
+    /// One run of the transaction: read at the group's latest position, run `f`, and
+    /// propose its writes at the next position. `None` when another entry took it.
+    fn attempt<R>(
+        &self,
+        root_table: &str,
+        root: &RootRow,
+        f: &mut impl FnMut(&mut Transaction<'_>) -> Result<R, Error>,
+        attempt: u32,
+    ) -> Result<Option<(R, Committed)>, Error> {
+        let _gate = GateGuard::enter(&self.schema_gate);
+        let state = self.roll_forward(root)?;
+        let (version, schema) = self.schema_for(state.meta.schema_version)?;
+        let mut tx = Transaction {
+            snapshot: Snapshot {
+                core: self,
+                schema: schema.clone(),
+                root_table: root_table.to_string(),
+                group_row: root.row.clone(),
+                position: Some(state.meta.applied),
+                timestamp: Some(state.meta.applied_timestamp),
+            },
+            writes: BTreeMap::new(),
+            reindex: Vec::new(),
+        };
+        let result = f(&mut tx)?;
+        let writes = tx.into_writes();
+        if writes.is_empty() {
+            let read_only = Committed {
+                position: state.meta.applied,
+                timestamp: state.meta.applied_timestamp,
+                wrote: false,
+                attempts: attempt,
+            };
+            return Ok(Some((result, read_only)));
+        }
+        let mut entry = LogEntry {
+            timestamp: 0,
+            schema_version: version,
+            next_leader: self.options.replica_id,
+            proposal: self.proposals.fetch_add(1, Ordering::Relaxed),
+            writes,
+        };
+        let global = touches_global_index(&schema, &entry);
+        entry.timestamp = self.queue.stamp(root, state.meta.applied_timestamp, global);
+        let position = state.meta.applied + 1;
+        if self
+            .replica
+            .accept(root, position, 0, &entry.encode())?
+            .is_err()
+        {
+            if global {
+                self.queue.abandon(root, entry.timestamp);
+            }
+            self.counters.conflicts.fetch_add(1, Ordering::Relaxed);
+            return Ok(None);
+        }
+        self.counters.commits.fetch_add(1, Ordering::Relaxed);
+        // Committed: applying is best effort, and the next reader finishes it.
+        if let Err(e) = self.roll_forward(root) {
+            tracing::warn!("entry {position} committed, apply deferred: {e}");
+        }
+        let committed = Committed {
+            position,
+            timestamp: entry.timestamp,
+            wrote: true,
+            attempts: attempt,
+        };
+        Ok(Some((result, committed)))
     }
 
     /// Applies every committed, unapplied entry of the group in order; returns the
