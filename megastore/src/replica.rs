@@ -104,6 +104,24 @@ impl Replica {
         Ok(state)
     }
 
+    /// The value chosen at `position`, if this replica applied it and still keeps its
+    /// log cell (an applied position's accepted value is the chosen one).
+    pub fn chosen_value(&self, root: &RootRow, position: u64) -> Result<Option<Vec<u8>>, Error> {
+        let (cell, meta) = self.position_and_meta(root, &log_qualifier(position))?;
+        if meta.applied < position {
+            return Ok(None);
+        }
+        let Some(bytes) = cell else {
+            return Ok(None);
+        };
+        Ok(AcceptorState::decode(&bytes)?.accepted.map(|(_, v)| v))
+    }
+
+    /// The highest position this replica knows of: applied, or holding an accepted value.
+    pub fn highest_position(&self, root: &RootRow) -> Result<u64, Error> {
+        Ok(self.group_state(root)?.last_accepted())
+    }
+
     /// Every log position whose cell the root row still holds (diagnostics).
     pub fn log_positions(&self, root: &RootRow) -> Result<Vec<u64>, Error> {
         let filter = RowFilter::Chain(vec![family_at(LOG, None), RowFilter::StripValue]);

@@ -17,7 +17,7 @@ use crate::replica::{Replica, RootRow};
 use crate::sim::Rng;
 use crate::Error;
 
-/// One replica's acceptors, as a proposer reaches them.
+/// One replica's acceptors, as a proposer (or a replica catching up) reaches them.
 pub trait Acceptor: Send + Sync {
     fn prepare(&self, root: &RootRow, position: u64, ballot: u64) -> Result<Reply, Error>;
     fn accept(
@@ -27,6 +27,10 @@ pub trait Acceptor: Send + Sync {
         ballot: u64,
         value: &[u8],
     ) -> Result<Reply, Error>;
+    /// The highest position the replica knows of (applied, or holding an accepted value).
+    fn highest_position(&self, root: &RootRow) -> Result<u64, Error>;
+    /// The chosen value of a position the replica applied (and still keeps).
+    fn chosen_value(&self, root: &RootRow, position: u64) -> Result<Option<Vec<u8>>, Error>;
 }
 
 fn refused(ballot: u64, refusal: Refusal) -> Reply {
@@ -62,6 +66,14 @@ impl Acceptor for Replica {
                 Err(r) => refused(ballot, r),
             },
         )
+    }
+
+    fn highest_position(&self, root: &RootRow) -> Result<u64, Error> {
+        Replica::highest_position(self, root)
+    }
+
+    fn chosen_value(&self, root: &RootRow, position: u64) -> Result<Option<Vec<u8>>, Error> {
+        Replica::chosen_value(self, root, position)
     }
 }
 
@@ -146,6 +158,44 @@ pub fn learn(
     let Outcome::Chosen { value, .. } =
         propose(replicas, root, position, no_op, None, options, rng)?;
     Ok(value)
+}
+
+/// The chosen values of positions `from..=` the highest position a majority of the
+/// replicas reports, in order: what a replica that has applied up to `from - 1` must
+/// apply to be current. Each value comes from a replica that applied it, or else from
+/// Paxos (which chooses `no_op` where nothing was accepted).
+pub fn catch_up(
+    replicas: &[&dyn Acceptor],
+    root: &RootRow,
+    from: u64,
+    no_op: &[u8],
+    options: ProposeOptions,
+    rng: &mut Rng,
+) -> Result<Vec<(u64, Vec<u8>)>, Error> {
+    let heard: Vec<u64> = replicas
+        .iter()
+        .filter_map(|r| r.highest_position(root).ok())
+        .collect();
+    if heard.len() < replicas.len() / 2 + 1 {
+        return Err(Error::Unavailable(format!(
+            "{} of {} replicas answered; a majority is needed to find the log's end",
+            heard.len(),
+            replicas.len()
+        )));
+    }
+    let highest = heard.into_iter().max().unwrap_or(0);
+    let mut chosen = Vec::new();
+    for position in from..=highest {
+        let known = replicas
+            .iter()
+            .find_map(|r| r.chosen_value(root, position).ok().flatten());
+        let value = match known {
+            Some(v) => v,
+            None => learn(replicas, root, position, no_op.to_vec(), options, rng)?,
+        };
+        chosen.push((position, value));
+    }
+    Ok(chosen)
 }
 
 fn ask(replica: &dyn Acceptor, root: &RootRow, position: u64, request: Request) -> Option<Reply> {

@@ -336,6 +336,32 @@ fn the_log_keeps_only_the_last_positions() {
         log.contains(&20) && log.contains(&18),
         "the last K stay: {log:?}"
     );
+    // A slow proposer that read the group long ago cannot reuse a cleaned-up position.
+    assert!(!log.contains(&2));
+    let replica = megastore::replica::Replica::new(engine);
+    let root = user_root(&db, 9);
+    assert_eq!(
+        replica.accept(&root, 2, 0, b"stale").unwrap(),
+        Err(megastore::paxos::acceptor::Refusal::Applied)
+    );
+    assert_eq!(
+        replica.prepare(&root, 2, 1 << 16).unwrap(),
+        Err(megastore::paxos::acceptor::Refusal::Applied)
+    );
+    // An applied position's value is the chosen one (while its cell is kept).
+    let chosen = replica.chosen_value(&root, 20).unwrap().unwrap();
+    let last_entry = megastore::log::LogEntry::decode(&chosen).unwrap();
+    assert_eq!(
+        last_entry.writes,
+        vec![megastore::log::Write::Put(user(9, "v19"))]
+    );
+    assert_eq!(replica.chosen_value(&root, 2).unwrap(), None, "cleaned up");
+    assert_eq!(
+        replica.chosen_value(&root, 21).unwrap(),
+        None,
+        "not applied"
+    );
+    assert_eq!(replica.highest_position(&root).unwrap(), 20);
     let name = db
         .read(&group, ReadMode::Current)
         .unwrap()

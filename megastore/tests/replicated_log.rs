@@ -13,7 +13,7 @@ use bigtable::fs::FaultyFs;
 use bigtable::{Engine, EngineOptions};
 use megastore::paxos::proposer::{Outcome, Reply};
 use megastore::replica::{Replica, RootRow};
-use megastore::replication::{learn, propose, Acceptor, ProposeOptions};
+use megastore::replication::{catch_up, learn, propose, Acceptor, ProposeOptions};
 use megastore::sim::Rng;
 use megastore::Error;
 
@@ -54,6 +54,16 @@ impl Acceptor for Switchable {
     ) -> Result<Reply, Error> {
         self.check()?;
         Acceptor::accept(&self.replica, root, position, ballot, value)
+    }
+
+    fn highest_position(&self, root: &RootRow) -> Result<u64, Error> {
+        self.check()?;
+        self.replica.highest_position(root)
+    }
+
+    fn chosen_value(&self, root: &RootRow, position: u64) -> Result<Option<Vec<u8>>, Error> {
+        self.check()?;
+        self.replica.chosen_value(root, position)
     }
 }
 
@@ -284,4 +294,63 @@ fn racing_proposers_agree_on_one_value_per_position() {
             "position {p}: only {holders} replicas hold the chosen value"
         );
     }
+}
+
+#[test]
+fn a_replica_back_from_an_outage_catches_up_on_exactly_the_chosen_log() {
+    let set = replicas(3);
+    let mut rng = Rng::new(5);
+    set[2].set_down(true);
+    let mut written = Vec::new();
+    for p in 1..=6u64 {
+        let value = format!("entry {p}").into_bytes();
+        propose(
+            &views(&set),
+            &root(),
+            p,
+            value.clone(),
+            Some(0),
+            options(1),
+            &mut rng,
+        )
+        .unwrap();
+        written.push((p, value));
+    }
+    // A writer got position 7 accepted at the leader alone, then vanished: not chosen.
+    set[1].set_down(true);
+    let quick = ProposeOptions {
+        max_rounds: 1,
+        ..options(2)
+    };
+    assert!(propose(
+        &views(&set),
+        &root(),
+        7,
+        b"lost".to_vec(),
+        Some(0),
+        quick,
+        &mut rng
+    )
+    .is_err());
+    set[1].set_down(false);
+    // The returning replica finds the log's end at a majority and learns each value.
+    set[2].set_down(false);
+    let chosen = catch_up(&views(&set), &root(), 1, b"no-op", options(3), &mut rng).unwrap();
+    assert_eq!(&chosen[..6], &written[..]);
+    assert_eq!(chosen.len(), 7);
+    assert!(
+        chosen[6].1 == b"lost" || chosen[6].1 == b"no-op",
+        "{:?}",
+        chosen[6]
+    );
+    // Every later catch-up agrees on position 7.
+    let again = catch_up(&views(&set), &root(), 7, b"other", options(4), &mut rng).unwrap();
+    assert_eq!(again, vec![chosen[6].clone()]);
+    // Without a majority, the log's end is unknown.
+    set[0].set_down(true);
+    set[1].set_down(true);
+    assert!(matches!(
+        catch_up(&views(&set), &root(), 1, b"no-op", options(5), &mut rng),
+        Err(Error::Unavailable(_))
+    ));
 }
