@@ -115,23 +115,29 @@ fn options(proposer: u16) -> ProposeOptions {
     }
 }
 
+/// Proposes `entry <p>` at position `p` through replica 0 (the leader).
+fn commit_entry(set: &[Arc<Switchable>], p: u64, rng: &mut Rng) -> (Vec<u8>, Outcome) {
+    let value = format!("entry {p}").into_bytes();
+    let outcome = propose(
+        &views(set),
+        &root(),
+        p,
+        value.clone(),
+        Some(0),
+        options(1),
+        rng,
+    )
+    .unwrap();
+    (value, outcome)
+}
+
 #[test]
 fn a_minority_down_stops_nothing_and_learns_what_it_missed() {
     let set = replicas(3);
     let mut rng = Rng::new(1);
     set[2].set_down(true);
     for p in 1..=10u64 {
-        let value = format!("entry {p}").into_bytes();
-        let outcome = propose(
-            &views(&set),
-            &root(),
-            p,
-            value.clone(),
-            Some(0),
-            options(1),
-            &mut rng,
-        )
-        .unwrap();
+        let (value, outcome) = commit_entry(&set, p, &mut rng);
         assert_eq!(
             outcome,
             Outcome::Chosen {
@@ -303,17 +309,7 @@ fn a_replica_back_from_an_outage_catches_up_on_exactly_the_chosen_log() {
     set[2].set_down(true);
     let mut written = Vec::new();
     for p in 1..=6u64 {
-        let value = format!("entry {p}").into_bytes();
-        propose(
-            &views(&set),
-            &root(),
-            p,
-            value.clone(),
-            Some(0),
-            options(1),
-            &mut rng,
-        )
-        .unwrap();
+        let (value, _) = commit_entry(&set, p, &mut rng);
         written.push((p, value));
     }
     // A writer got position 7 accepted at the leader alone, then vanished: not chosen.
