@@ -2,10 +2,11 @@
 //! entries are not yet reflected in the global indexes, a thread that drains it, and
 //! the watermark that tells a global-index reader how stale its answer may be.
 //!
-//! A committer registers its group here *before* it proposes an entry that touches a
-//! global index, with the entry's timestamp chosen under the queue's lock. So the
-//! watermark (the newest timestamp below every registered group's first unindexed
-//! entry, or "now" when nothing is pending) never passes an entry the indexes lack.
+//! A committer registers its entry here *before* proposing it, when it touches a global
+//! index, with the entry's timestamp chosen under the queue's lock and above every
+//! watermark reported so far. So the watermark (just below the first unindexed entry of
+//! every registered group, or "now" when nothing is pending) never passes an entry the
+//! indexes lack.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

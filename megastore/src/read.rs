@@ -9,7 +9,7 @@ use crate::entity::{decode_prop, Entity};
 use crate::index::{decode_hit, IndexHit};
 use crate::keys::storage_table;
 use crate::layout::{self, column, data_table, ValueRange, EXISTS, PROPS};
-use crate::schema::Schema;
+use crate::schema::{Index, Schema};
 use crate::Error;
 
 /// How current a read is.
@@ -104,20 +104,15 @@ pub fn local_index(
     engine: &Engine,
     schema: &Schema,
     group_row: &[u8],
-    index: &str,
+    index: &Index,
     range: &ValueRange,
     timestamp: Option<i64>,
 ) -> Result<Vec<IndexHit>, Error> {
-    let def = schema
-        .indexes
-        .iter()
-        .find(|i| i.name == index)
-        .ok_or_else(|| Error::Invalid(format!("no index {index}")))?;
-    let bt = data_table(schema, storage_table(schema, &def.table));
-    let base = layout::local_index_prefix(group_row, index);
+    let bt = data_table(schema, storage_table(schema, &index.table));
+    let base = layout::local_index_prefix(group_row, &index.name);
     let filter = layout::newest_at(
         timestamp,
-        vec![column(layout::LOCAL_INDEX, index.as_bytes())],
+        vec![column(layout::LOCAL_INDEX, index.name.as_bytes())],
     );
     hits(engine, &bt, range.rows(&base), filter)
 }

@@ -12,7 +12,7 @@ use crate::keys::{group_columns, key_prefix, row_key, Value};
 use crate::layout::{prefix_end, ValueRange};
 use crate::log::Write;
 use crate::read;
-use crate::schema::{IndexScope, Schema, Table};
+use crate::schema::{Index, IndexScope, Schema, Table};
 use crate::Error;
 
 /// A consistent view of one entity group: every read sees the group as of one log
@@ -74,19 +74,12 @@ impl Snapshot<'_> {
     /// in (values, key) order. Each hit carries the entity's key and its `STORING`
     /// properties; fetch the entity with [`Snapshot::get`] when more is needed.
     pub fn query_local(&self, index: &str, range: &ValueRange) -> Result<Vec<IndexHit>, Error> {
-        let def = self
-            .schema
-            .indexes
-            .iter()
-            .find(|i| i.name == index && i.scope == IndexScope::Local)
-            .ok_or_else(|| Error::Invalid(format!("no local index {index}")))?;
-        self.own_table(&def.table)?;
-        self.core.check_built(index)?;
+        let def = self.local_index(index)?;
         read::local_index(
             self.core.engine(),
             &self.schema,
             &self.group_row,
-            index,
+            def,
             range,
             self.timestamp,
         )
@@ -99,16 +92,10 @@ impl Snapshot<'_> {
         range: &ValueRange,
     ) -> Result<Vec<Entity>, Error> {
         let hits = self.query_local(index, range)?;
-        let table = self
-            .schema
-            .indexes
-            .iter()
-            .find(|i| i.name == index)
-            .map(|i| i.table.clone())
-            .ok_or_else(|| Error::Invalid(format!("no local index {index}")))?;
+        let table = &self.local_index(index)?.table;
         let mut out = Vec::with_capacity(hits.len());
         for hit in &hits {
-            let entity = self.get(&table, &hit.key)?.ok_or_else(|| {
+            let entity = self.get(table, &hit.key)?.ok_or_else(|| {
                 Error::Damaged(format!(
                     "index {index} names a missing entity {:?}",
                     hit.key
@@ -117,6 +104,19 @@ impl Snapshot<'_> {
             out.push(entity);
         }
         Ok(out)
+    }
+
+    /// Local index `index` of one of this group's tables, once its back-fill is done.
+    fn local_index(&self, index: &str) -> Result<&Index, Error> {
+        let def = self
+            .schema
+            .indexes
+            .iter()
+            .find(|i| i.name == index && i.scope == IndexScope::Local)
+            .ok_or_else(|| Error::Invalid(format!("no local index {index}")))?;
+        self.own_table(&def.table)?;
+        self.core.check_built(index)?;
+        Ok(def)
     }
 
     fn own_table(&self, table: &str) -> Result<&Table, Error> {

@@ -19,32 +19,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::paxos::acceptor::{AcceptorState, Refusal};
 use crate::paxos::proposer::{Outcome, Proposer, ReplicaId, Reply, Request};
 
-/// A small, fast, seedable generator (SplitMix64).
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub use wal::rng::SplitMix64 as Rng;
 
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n > 0`).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-
-    /// True with probability `percent` / 100.
-    pub fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
+/// True with probability `percent` / 100.
+fn chance(rng: &mut Rng, percent: u64) -> bool {
+    rng.below(100) < percent
 }
 
 #[derive(Debug, Clone)]
@@ -90,9 +69,9 @@ const MAX_TICKS: u64 = 20_000;
 /// Runs one seeded race for one position.
 pub fn run_position(seed: u64) -> Report {
     let mut rng = Rng::new(seed);
-    let replicas = if rng.chance(50) { 3 } else { 5 };
+    let replicas = if chance(&mut rng, 50) { 3 } else { 5 };
     let proposer_count = 1 + rng.below(4) as usize;
-    let leader = rng.chance(80).then(|| rng.below(replicas as u64) as usize);
+    let leader = chance(&mut rng, 80).then(|| rng.below(replicas as u64) as usize);
     let faults = Faults {
         drop_percent: rng.below(30),
         duplicate_percent: rng.below(20),
@@ -125,10 +104,10 @@ pub fn run_position(seed: u64) -> Report {
     let mut took_slow_path = vec![false; proposer_count];
 
     let send = |network: &mut Vec<Message>, rng: &mut Rng, now: u64, m: Message, faulty: bool| {
-        if faulty && rng.chance(faults.drop_percent) {
+        if faulty && chance(rng, faults.drop_percent) {
             return;
         }
-        let copies = if faulty && rng.chance(faults.duplicate_percent) {
+        let copies = if faulty && chance(rng, faults.duplicate_percent) {
             2
         } else {
             1
@@ -148,7 +127,7 @@ pub fn run_position(seed: u64) -> Report {
 
     for (i, p) in proposers.iter_mut().enumerate() {
         // Each proposer starts at a random early tick; most go through the leader.
-        let fast = leader.filter(|_| rng.chance(75));
+        let fast = leader.filter(|_| chance(&mut rng, 75));
         took_slow_path[i] |= fast.is_none();
         for (replica, request) in p.start(fast) {
             let m = Message {
@@ -167,7 +146,7 @@ pub fn run_position(seed: u64) -> Report {
         now += 1;
         let faulty = now < faults.heal_at;
         // Partitions come and go while the network is faulty.
-        if faulty && rng.chance(3) {
+        if faulty && chance(&mut rng, 3) {
             let r = rng.below(replicas as u64) as usize;
             if !down.remove(&r) {
                 down.insert(r);
