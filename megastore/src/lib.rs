@@ -6,6 +6,7 @@
 
 mod apply;
 pub mod catalog;
+pub mod cluster;
 pub mod coordinator;
 pub mod database;
 pub mod entity;
@@ -17,6 +18,7 @@ pub mod log;
 pub mod paxos;
 pub mod read;
 pub mod replica;
+pub mod replicas;
 pub mod replication;
 pub mod schema;
 pub mod sim;

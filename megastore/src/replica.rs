@@ -45,6 +45,17 @@ impl GroupState {
             .map_or(self.meta.applied, |(p, _)| (*p).max(self.meta.applied))
     }
 
+    /// The value of `position` if it is known to be chosen: marked chosen, or (with
+    /// `sole_voter`, where accepting is choosing) accepted.
+    pub fn chosen_at(&self, position: u64, sole_voter: bool) -> Option<&[u8]> {
+        let state = self.log.get(&position)?;
+        match (state.chosen_value(), &state.accepted) {
+            (Some(v), _) => Some(v),
+            (None, Some((_, v))) if sole_voter => Some(v),
+            _ => None,
+        }
+    }
+
     pub fn value_at(&self, position: u64) -> Option<&[u8]> {
         self.log
             .get(&position)?
@@ -67,8 +78,8 @@ impl Replica {
         &self.engine
     }
 
-    /// Reads the group's state, and the log positions after the applied (or, if lower,
-    /// the globally indexed) one, from its root row. Two reads of one snapshot, each
+    /// Reads the group's state, and the log positions from the applied (or, if lower,
+    /// the globally indexed) one on, from its root row. Two reads of one snapshot, each
     /// seeking straight to its columns: the retained and deleted older positions are
     /// never walked.
     pub fn group_state(&self, root: &RootRow) -> Result<GroupState, Error> {
@@ -90,7 +101,7 @@ impl Replica {
         let log = newest(RowFilter::Chain(vec![
             RowFilter::ColumnRange {
                 family: LOG.into(),
-                start: std::ops::Bound::Excluded(log_qualifier(from)),
+                start: std::ops::Bound::Included(log_qualifier(from)),
                 end: std::ops::Bound::Unbounded,
             },
             RowFilter::CellsPerColumnLimit(1),
@@ -104,17 +115,39 @@ impl Replica {
         Ok(state)
     }
 
-    /// The value chosen at `position`, if this replica applied it and still keeps its
-    /// log cell (an applied position's accepted value is the chosen one).
+    /// The value chosen at `position`, if this replica knows it: it applied the
+    /// position and still keeps its log cell (an applied position's accepted value is the
+    /// chosen one), or it was told the value is chosen.
     pub fn chosen_value(&self, root: &RootRow, position: u64) -> Result<Option<Vec<u8>>, Error> {
         let (cell, meta) = self.position_and_meta(root, &log_qualifier(position))?;
-        if meta.applied < position {
-            return Ok(None);
-        }
         let Some(bytes) = cell else {
             return Ok(None);
         };
-        Ok(AcceptorState::decode(&bytes)?.accepted.map(|(_, v)| v))
+        let state = AcceptorState::decode(&bytes)?;
+        if meta.applied < position {
+            return Ok(state.chosen_value().map(<[u8]>::to_vec));
+        }
+        Ok(state.accepted.map(|(_, v)| v))
+    }
+
+    /// Records that `value` is chosen at `position` (unless the position is applied
+    /// already). Buffered: losing it in a crash loses only knowledge that catch-up
+    /// regains from the other replicas.
+    pub fn mark_chosen(&self, root: &RootRow, position: u64, value: &[u8]) -> Result<(), Error> {
+        let write = [set_cell(
+            LOG,
+            &log_qualifier(position),
+            AcceptorState::chosen(value).encode(),
+        )];
+        self.engine.check_and_mutate_row_with(
+            &root.table,
+            &root.row,
+            Some(&applied_through(position)),
+            &[],
+            &write,
+            Durability::Buffered,
+        )?;
+        Ok(())
     }
 
     /// The highest position this replica knows of: applied, or holding an accepted value.
@@ -172,7 +205,15 @@ impl Replica {
         loop {
             let (current, meta) = self.position_and_meta(root, &qualifier)?;
             if meta.applied >= position {
-                return Ok(Err(Refusal::Applied));
+                // Decided here: answer as a chosen state would, without writing.
+                let chosen = match &current {
+                    Some(bytes) => AcceptorState::decode(bytes)?.accepted,
+                    None => None,
+                };
+                return Ok(match chosen {
+                    Some((_, value)) => rule(&AcceptorState::chosen(&value)),
+                    None => Err(Refusal::Applied),
+                });
             }
             let state = match &current {
                 Some(bytes) => AcceptorState::decode(bytes)?,
@@ -231,16 +272,7 @@ impl Replica {
         value: Vec<u8>,
     ) -> Result<bool, Error> {
         let qualifier = log_qualifier(position);
-        // Outputs the state cell iff the applied position (its first 8 bytes, big-endian)
-        // is at least `position`.
-        let applied = RowFilter::Chain(vec![
-            column(META, META_STATE),
-            RowFilter::CellsPerColumnLimit(1),
-            RowFilter::ValueRange {
-                start: std::ops::Bound::Included(position.to_be_bytes().to_vec()),
-                end: std::ops::Bound::Unbounded,
-            },
-        ]);
+        let applied = applied_through(position);
         let cell = RowFilter::Chain(vec![
             column(LOG, &qualifier),
             RowFilter::CellsPerColumnLimit(1),
@@ -365,6 +397,19 @@ fn set_cell(family: &str, qualifier: &[u8], value: Vec<u8>) -> Mutation {
         timestamp: Some(0),
         value,
     }
+}
+
+/// A filter that outputs the state cell iff the applied position (its first 8 bytes,
+/// big-endian) is at least `position`.
+fn applied_through(position: u64) -> RowFilter {
+    RowFilter::Chain(vec![
+        column(META, META_STATE),
+        RowFilter::CellsPerColumnLimit(1),
+        RowFilter::ValueRange {
+            start: std::ops::Bound::Included(position.to_be_bytes().to_vec()),
+            end: std::ops::Bound::Unbounded,
+        },
+    ])
 }
 
 fn position_of(qualifier: &[u8]) -> Result<u64, Error> {

@@ -8,7 +8,7 @@
 //! would: a majority of the replicas is enough to choose, and fewer is reported as
 //! `Error::Unavailable` after `max_rounds` attempts.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
 
 use crate::paxos::acceptor::Refusal;
@@ -81,7 +81,7 @@ impl Acceptor for Replica {
 #[derive(Debug, Clone, Copy)]
 pub struct ProposeOptions {
     /// This proposer's id, unique among the group's proposers (it makes ballots unique).
-    pub proposer: u16,
+    pub proposer: u32,
     /// Attempts (prepare rounds) before giving up as unavailable.
     pub max_rounds: u32,
     /// The longest random pause between attempts.
@@ -110,20 +110,54 @@ pub fn propose(
     options: ProposeOptions,
     rng: &mut Rng,
 ) -> Result<Outcome, Error> {
+    propose_at(replicas, root, position, value, leader, options, rng).map(|(o, _)| o)
+}
+
+/// As [`propose`], and also which replicas accepted the chosen value in the winning
+/// round (the accept requests already sent when a majority answered are delivered too,
+/// as they would be on a network).
+pub fn propose_at(
+    replicas: &[&dyn Acceptor],
+    root: &RootRow,
+    position: u64,
+    value: Vec<u8>,
+    leader: Option<usize>,
+    options: ProposeOptions,
+    rng: &mut Rng,
+) -> Result<(Outcome, BTreeSet<usize>), Error> {
     // Patience of one tick: a tick comes only when no reply is left to wait for.
     let mut proposer = Proposer::new(options.proposer, replicas.len(), value, 1);
     let mut outbox: VecDeque<(usize, Request)> = proposer.start(leader).into();
     let mut now = 0;
     let mut rounds = 0;
+    let mut accepted: Vec<(usize, u64)> = Vec::new();
     loop {
         while let Some((to, request)) = outbox.pop_front() {
             let Some(reply) = ask(replicas[to], root, position, request) else {
                 continue;
             };
+            if let Reply::Accepted { ballot } = reply {
+                accepted.push((to, ballot));
+            }
             let backoff = 1 + rng.below(4);
             let (sends, outcome) = proposer.on_reply(to, reply, backoff);
             if let Some(outcome) = outcome {
-                return Ok(outcome);
+                let ballot = proposer.ballot();
+                for (to, request) in outbox {
+                    if matches!(request, Request::Accept { .. }) {
+                        if let Some(Reply::Accepted { ballot: b }) =
+                            ask(replicas[to], root, position, request)
+                        {
+                            accepted.push((to, b));
+                        }
+                    }
+                }
+                let by = accepted
+                    .iter()
+                    .filter(|(_, b)| *b == ballot)
+                    .map(|(r, _)| *r)
+                    .collect();
+                return Ok((outcome, by));
             }
             outbox.extend(sends);
         }

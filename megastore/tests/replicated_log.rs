@@ -107,7 +107,7 @@ fn held(set: &[Arc<Switchable>], position: u64) -> Vec<Option<Vec<u8>>> {
         .collect()
 }
 
-fn options(proposer: u16) -> ProposeOptions {
+fn options(proposer: u32) -> ProposeOptions {
     ProposeOptions {
         proposer,
         max_rounds: 50,
@@ -244,7 +244,7 @@ fn a_majority_down_is_unavailable_and_chooses_nothing() {
 #[test]
 fn racing_proposers_agree_on_one_value_per_position() {
     const POSITIONS: u64 = 25;
-    const THREADS: u16 = 4;
+    const THREADS: u32 = 4;
     let set = Arc::new(replicas(3));
     let outcomes = Arc::new(Mutex::new(Vec::new()));
     let threads: Vec<_> = (0..THREADS)
@@ -275,7 +275,7 @@ fn racing_proposers_agree_on_one_value_per_position() {
     }
     let outcomes = outcomes.lock().unwrap();
     for p in 1..=POSITIONS {
-        let here: Vec<&(u64, u16, Outcome)> = outcomes.iter().filter(|(q, _, _)| *q == p).collect();
+        let here: Vec<&(u64, u32, Outcome)> = outcomes.iter().filter(|(q, _, _)| *q == p).collect();
         assert_eq!(here.len(), THREADS as usize);
         let Outcome::Chosen { value: chosen, .. } = &here[0].2;
         let mut winners = 0;

@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 
+use super::replicated::Proposal;
 use super::{Committed, Core};
 use crate::apply::{apply_entry, touches_global_index};
 use crate::layout::GroupMeta;
 use crate::log::LogEntry;
 use crate::replica::{GroupState, RootRow};
+use crate::replicas::ReplicaKind;
 use crate::txn::{Snapshot, Transaction};
 use crate::Error;
 
@@ -45,7 +47,7 @@ impl Core {
         attempt: u32,
     ) -> Result<Option<(R, Committed)>, Error> {
         let _gate = GateGuard::enter(&self.schema_gate);
-        let state = self.roll_forward(root)?;
+        let state = self.make_current(root)?;
         let (version, schema) = self.schema_for(state.meta.schema_version)?;
         let mut tx = Transaction {
             snapshot: Snapshot {
@@ -70,21 +72,36 @@ impl Core {
             };
             return Ok(Some((result, read_only)));
         }
+        let next_leader = match self.replication() {
+            Some(config) => self.next_leader(config),
+            None => self.options.replica_id,
+        };
         let mut entry = LogEntry {
             timestamp: 0,
             schema_version: version,
-            next_leader: self.options.replica_id,
+            next_leader,
             proposal: self.proposals.fetch_add(1, Ordering::Relaxed),
             writes,
         };
         let global = touches_global_index(&schema, &entry);
         entry.timestamp = self.queue.stamp(root, state.meta.applied_timestamp, global);
         let position = state.meta.applied + 1;
-        if self
-            .replica
-            .accept(root, position, 0, &entry.encode())?
-            .is_err()
-        {
+        let committed = if self.sole_voter() {
+            self.replica
+                .accept(root, position, 0, &entry.encode())?
+                .is_ok()
+        } else {
+            match self.propose_entry(root, &state, position, entry.encode()) {
+                Ok(Proposal::Committed) => true,
+                Ok(Proposal::Lost) => false,
+                Err(e) => {
+                    // Unknown outcome: the entry may still be chosen later, so its
+                    // index stamp stays registered.
+                    return Err(e);
+                }
+            }
+        };
+        if !committed {
             if global {
                 self.queue.abandon(root, entry.timestamp);
             }
@@ -105,12 +122,20 @@ impl Core {
         Ok(Some((result, committed)))
     }
 
-    /// Applies every committed, unapplied entry of the group in order; returns the
-    /// group's state once nothing is left to apply.
+    /// Applies, in order, every unapplied entry of the group this replica knows to be
+    /// chosen; returns the group's state once the next position's value is unknown. A
+    /// witness only advances its state (it keeps no data).
     pub(crate) fn roll_forward(&self, root: &RootRow) -> Result<GroupState, Error> {
+        let sole_voter = self.sole_voter();
+        let witness = self
+            .replication()
+            .is_some_and(|r| r.local_member().kind == ReplicaKind::Witness);
         'fresh: loop {
             let state = self.replica.group_state(root)?;
-            let last = state.last_accepted();
+            let mut last = state.meta.applied;
+            while state.chosen_at(last + 1, sole_voter).is_some() {
+                last += 1;
+            }
             if state.meta.applied >= last {
                 self.clean_log(root, &state)?;
                 return Ok(state);
@@ -118,13 +143,19 @@ impl Core {
             let mut meta = state.meta;
             let mut expected = state.meta_cell.clone();
             for position in meta.applied + 1..=last {
-                let entry = self.entry_at(&state, position)?;
+                let bytes = state.chosen_at(position, sole_voter).ok_or_else(|| {
+                    Error::Damaged(format!("log position {position} has no value"))
+                })?;
+                let entry = LogEntry::decode(bytes)?;
                 let schema = self.schema_at(entry.schema_version)?;
-                apply_entry(self.engine(), &schema, &root.row, &entry)?;
-                let global = touches_global_index(&schema, &entry);
+                if !witness {
+                    apply_entry(self.engine(), &schema, &root.row, &entry)?;
+                }
+                let global = !witness && touches_global_index(&schema, &entry);
                 let next = GroupMeta {
                     applied: position,
-                    applied_timestamp: entry.timestamp,
+                    // A no-op chosen by catch-up carries no timestamp of its own.
+                    applied_timestamp: meta.applied_timestamp.max(entry.timestamp),
                     indexed: if meta.indexed == meta.applied && !global {
                         position
                     } else {

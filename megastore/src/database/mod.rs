@@ -10,7 +10,7 @@
 //! position advanced; a crash in between is repaired by whoever reads the group next.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -19,18 +19,22 @@ use bigtable::Engine;
 use parking_lot::{Mutex, RwLock};
 
 use crate::catalog::Catalog;
+use crate::coordinator::Coordinator;
 use crate::global::IndexQueue;
 use crate::index::IndexHit;
 use crate::keys::{row_key, storage_table, Value};
 use crate::layout::{create_tables, data_table, GroupMeta, ValueRange};
 use crate::read::{self, ReadMode};
 use crate::replica::{Replica, RootRow};
+use crate::replicas::{Peer, ReplicaKind, Replication};
 use crate::schema::{parse, GroupRole, IndexScope, Schema};
+use crate::sim::Rng;
 use crate::txn::{Snapshot, Transaction};
 use crate::Error;
 
 mod group;
 mod indexing;
+mod replicated;
 mod schema_versions;
 
 #[derive(Clone)]
@@ -43,6 +47,9 @@ pub struct DatabaseOptions {
     /// This replica's id (nominated as the next position's leader by its writes).
     pub replica_id: u32,
     pub clock: Arc<dyn Clock>,
+    /// The replicas of the database's groups and this one's place among them; `None`:
+    /// this replica alone.
+    pub replication: Option<Replication>,
 }
 
 impl Default for DatabaseOptions {
@@ -52,6 +59,7 @@ impl Default for DatabaseOptions {
             log_retention: 16,
             replica_id: 0,
             clock: Arc::new(SystemClock),
+            replication: None,
         }
     }
 }
@@ -126,6 +134,11 @@ pub(crate) struct Core {
     counters: Counters,
     /// Source of unique proposal ids: a random start, then a counter.
     proposals: AtomicU64,
+    /// This replica's coordinator (used only when replicated and full).
+    coordinator: Mutex<Coordinator<RootRow>>,
+    /// Proposer ids of this replica's proposals (a counter).
+    proposers: AtomicU32,
+    rng: Mutex<Rng>,
 }
 
 pub struct Database {
@@ -173,6 +186,11 @@ impl Database {
             .filter(|n| !built.contains(n))
             .collect();
         let schema = Arc::new(schema);
+        let seed = options
+            .replication
+            .as_ref()
+            .and_then(|r| r.seed)
+            .unwrap_or_else(group::random_u64);
         let core = Arc::new(Core {
             replica: Replica::new(engine),
             name: name.to_string(),
@@ -183,7 +201,10 @@ impl Database {
             queue: IndexQueue::new(options.clock.clone()),
             options,
             counters: Counters::default(),
-            proposals: AtomicU64::new(group::random_u64()),
+            proposals: AtomicU64::new(seed),
+            coordinator: Mutex::new(Coordinator::new(0)),
+            proposers: AtomicU32::new(0),
+            rng: Mutex::new(Rng::new(seed)),
         });
         core.find_unindexed_groups()?;
         let worker = core.clone();
@@ -215,6 +236,11 @@ impl Database {
     /// commits one entry in every entity group of the indexed table.
     pub fn update_schema(&self, text: &str) -> Result<u64, Error> {
         let core = &self.core;
+        if !core.sole_voter() {
+            return Err(Error::Invalid(
+                "schema changes of a replicated database are not supported yet".into(),
+            ));
+        }
         let catalog = core.catalog();
         let version = catalog.put(text)?;
         let schema = catalog
@@ -249,14 +275,16 @@ impl Database {
         f: impl FnMut(&mut Transaction<'_>) -> Result<R, Error>,
     ) -> Result<(R, Committed), Error> {
         let root = self.core.root_row(group)?;
+        self.core.serves_reads()?;
         self.core.transact(&group.root, &root, f)
     }
 
     /// A snapshot of `group` to read from, as current as `mode` asks.
     pub fn read(&self, group: &GroupKey, mode: ReadMode) -> Result<Snapshot<'_>, Error> {
         let root = self.core.root_row(group)?;
+        self.core.serves_reads()?;
         let state = match mode {
-            ReadMode::Current => Some(self.core.roll_forward(&root)?),
+            ReadMode::Current => Some(self.core.make_current(&root)?),
             ReadMode::Snapshot => Some(self.core.replica.group_state(&root)?),
             ReadMode::Inconsistent => None,
         };
@@ -330,6 +358,19 @@ impl Database {
     }
 }
 
+impl Database {
+    /// This replica as its peers reach it in this process.
+    pub fn peer(&self) -> Arc<dyn Peer> {
+        self.core.clone()
+    }
+
+    /// The coordinator gives up its lease (as on losing the lock service): current
+    /// reads here take the majority path until readers validate groups again.
+    pub fn drop_coordinator_lease(&self) {
+        self.core.drop_lease();
+    }
+}
+
 impl Drop for Database {
     fn drop(&mut self) {
         self.core.queue.shut_down();
@@ -346,6 +387,15 @@ impl Core {
 
     fn catalog(&self) -> Catalog<'_> {
         Catalog::existing(self.engine())
+    }
+
+    fn serves_reads(&self) -> Result<(), Error> {
+        match self.replication().map(|r| r.local_member().kind) {
+            Some(ReplicaKind::Witness) => Err(Error::Invalid(
+                "a witness replica keeps no data: read and write at a full one".into(),
+            )),
+            _ => Ok(()),
+        }
     }
 
     pub(crate) fn check_built(&self, index: &str) -> Result<(), Error> {

@@ -33,9 +33,37 @@ pub enum Refusal {
     Applied,
 }
 
+/// The ballot that marks a value as known to be chosen (learned from its proposer or
+/// from catch-up), above every real ballot. Such a state grants every prepare, reporting
+/// the chosen value (which a proposer then adopts), and accepts only that value.
+pub const CHOSEN: u64 = u64::MAX;
+
 impl AcceptorState {
+    /// The state of a position whose chosen value is known.
+    pub fn chosen(value: &[u8]) -> Self {
+        AcceptorState {
+            promised: CHOSEN,
+            accepted: Some((CHOSEN, value.to_vec())),
+        }
+    }
+
+    /// The value, if this position's chosen value is known here.
+    pub fn chosen_value(&self) -> Option<&[u8]> {
+        match &self.accepted {
+            Some((CHOSEN, value)) => Some(value),
+            _ => None,
+        }
+    }
+
     /// Phase 2: accept `value` with `ballot`; the new state.
     pub fn accept(&self, ballot: u64, value: &[u8]) -> Result<AcceptorState, Refusal> {
+        if let Some(chosen) = self.chosen_value() {
+            return if chosen == value {
+                Ok(self.clone())
+            } else {
+                Err(Refusal::Taken)
+            };
+        }
         if ballot < self.promised {
             return Err(Refusal::Promised(self.promised));
         }
@@ -54,6 +82,9 @@ impl AcceptorState {
     /// learns what was accepted from `self.accepted`.
     /// Promising the same ballot again (a duplicated request) is granted again.
     pub fn prepare(&self, ballot: u64) -> Result<AcceptorState, Refusal> {
+        if self.chosen_value().is_some() {
+            return Ok(self.clone());
+        }
         if ballot < self.promised {
             return Err(Refusal::Promised(self.promised));
         }
@@ -132,6 +163,21 @@ mod tests {
             .accept(5, b"a")
             .expect("accept at the promised ballot");
         assert_eq!(replaced.accepted, Some((5, b"a".to_vec())));
+    }
+
+    #[test]
+    fn a_known_chosen_value_is_reported_to_every_prepare_and_is_the_only_one_accepted() {
+        let chosen = AcceptorState::chosen(b"c");
+        let promised = chosen.prepare(ballot_of(3)).expect("prepare");
+        assert_eq!(promised.accepted, Some((CHOSEN, b"c".to_vec())));
+        assert_eq!(chosen.accept(ballot_of(9), b"c").as_ref(), Ok(&chosen));
+        assert_eq!(chosen.accept(ballot_of(9), b"d"), Err(Refusal::Taken));
+        assert_eq!(chosen.chosen_value(), Some(&b"c"[..]));
+        assert_eq!(AcceptorState::default().chosen_value(), None);
+    }
+
+    fn ballot_of(round: u64) -> u64 {
+        crate::paxos::proposer::ballot(round, 1)
     }
 
     #[test]

@@ -18,14 +18,15 @@ use std::collections::BTreeSet;
 /// A replica, by index in the group's replica list.
 pub type ReplicaId = usize;
 
-/// Ballots are unique per proposer: `round << 16 | proposer id`, with proposer ids below
-/// 2^16. Ballot 0 is the fast path's.
-pub fn ballot(round: u64, proposer: u16) -> u64 {
-    (round << 16) | u64::from(proposer)
+/// Ballots are unique per proposer: `round << 32 | proposer id`. Ballot 0 is the fast
+/// path's; rounds stay far below 2^32 - 1, whose ballots are reserved (see
+/// `acceptor::CHOSEN`).
+pub fn ballot(round: u64, proposer: u32) -> u64 {
+    (round << 32) | u64::from(proposer)
 }
 
 fn round_of(ballot: u64) -> u64 {
-    ballot >> 16
+    ballot >> 32
 }
 
 /// A message from the proposer to one acceptor.
@@ -79,7 +80,7 @@ enum Phase {
 /// One proposer of one position.
 #[derive(Debug, Clone)]
 pub struct Proposer {
-    id: u16,
+    id: u32,
     replicas: usize,
     own: Vec<u8>,
     /// The value being proposed (the own one, or an adopted one).
@@ -100,7 +101,7 @@ pub type Sends = Vec<(ReplicaId, Request)>;
 impl Proposer {
     /// A proposer with id `id` (unique among the position's proposers) for `value`, among
     /// `replicas` voting replicas.
-    pub fn new(id: u16, replicas: usize, value: Vec<u8>, patience: u64) -> Self {
+    pub fn new(id: u32, replicas: usize, value: Vec<u8>, patience: u64) -> Self {
         Proposer {
             id,
             replicas,
@@ -135,6 +136,11 @@ impl Proposer {
             }
             None => self.prepare(),
         }
+    }
+
+    /// The ballot of the current (or last) attempt.
+    pub fn ballot(&self) -> u64 {
+        self.ballot
     }
 
     pub fn is_done(&self) -> bool {

@@ -13,6 +13,7 @@
 //! coordinators, histories) builds on this with the replication stage.
 
 pub mod linearizability;
+pub mod network;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -82,7 +83,7 @@ pub fn run_position(seed: u64) -> Report {
     let mut proposers: Vec<Proposer> = (0..proposer_count)
         .map(|i| {
             Proposer::new(
-                i as u16 + 1,
+                i as u32 + 1,
                 replicas,
                 format!("value-{i}").into_bytes(),
                 patience,

@@ -1,0 +1,436 @@
+//! An entity group's log over several replicas (Megastore §4.4): how a writer gets its
+//! entry chosen and published, how a current read makes the local replica current, and
+//! what this replica does when a peer tells it a value is chosen or invalidates its
+//! coordinator.
+//!
+//! The rule that keeps current reads correct: a value is applied anywhere only after
+//! every full replica has accepted it or has had its coordinator invalidated at its
+//! position. So a replica whose coordinator calls a group up to date holds every value
+//! that is visible anywhere, and catching up the positions it holds is enough.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::log::LogEntry;
+use crate::paxos::proposer::{Outcome, Reply};
+use crate::replica::{GroupState, RootRow};
+use crate::replicas::{Peer, ReplicaKind, Replication};
+use crate::replication::{propose_at, Acceptor, ProposeOptions};
+use crate::Error;
+
+use super::Core;
+
+/// What became of a proposal of this transaction's entry.
+pub(super) enum Proposal {
+    Committed,
+    /// Another value was chosen at the position.
+    Lost,
+}
+
+/// A peer that cannot be reached: it answers nothing.
+struct Unreachable(Error);
+
+impl Unreachable {
+    fn err(&self) -> Error {
+        Error::Unavailable(self.0.to_string())
+    }
+}
+
+impl Acceptor for Unreachable {
+    fn prepare(&self, _: &RootRow, _: u64, _: u64) -> Result<Reply, Error> {
+        Err(self.err())
+    }
+    fn accept(&self, _: &RootRow, _: u64, _: u64, _: &[u8]) -> Result<Reply, Error> {
+        Err(self.err())
+    }
+    fn highest_position(&self, _: &RootRow) -> Result<u64, Error> {
+        Err(self.err())
+    }
+    fn chosen_value(&self, _: &RootRow, _: u64) -> Result<Option<Vec<u8>>, Error> {
+        Err(self.err())
+    }
+}
+
+impl Peer for Unreachable {
+    fn apply(&self, _: &RootRow, _: u64, _: &[u8]) -> Result<(), Error> {
+        Err(self.err())
+    }
+    fn invalidate(&self, _: &RootRow, _: u64) -> Result<(), Error> {
+        Err(self.err())
+    }
+}
+
+/// The other members as this replica reaches them right now (`None` at the local one).
+struct Peers<'a> {
+    config: &'a Replication,
+    remote: Vec<Option<Arc<dyn Peer>>>,
+}
+
+impl<'a> Peers<'a> {
+    fn new(config: &'a Replication) -> Self {
+        let remote = (0..config.members.len())
+            .map(|m| {
+                (m != config.local).then(|| {
+                    config
+                        .transport
+                        .peer(m)
+                        .unwrap_or_else(|e| Arc::new(Unreachable(e)) as Arc<dyn Peer>)
+                })
+            })
+            .collect();
+        Peers { config, remote }
+    }
+
+    fn acceptor<'s>(&'s self, core: &'s Core, member: usize) -> &'s dyn Acceptor {
+        match &self.remote[member] {
+            Some(peer) => peer.as_ref(),
+            None => core,
+        }
+    }
+
+    /// The voters' acceptors, in voter order, and the member index of each.
+    fn voters<'s>(&'s self, core: &'s Core) -> (Vec<&'s dyn Acceptor>, Vec<usize>) {
+        let members = self.config.voters();
+        let views = members.iter().map(|&m| self.acceptor(core, m)).collect();
+        (views, members)
+    }
+}
+
+impl Core {
+    pub(super) fn replication(&self) -> Option<&Replication> {
+        self.options.replication.as_ref()
+    }
+
+    fn local_kind(&self) -> ReplicaKind {
+        self.replication()
+            .map_or(ReplicaKind::Full, |r| r.local_member().kind)
+    }
+
+    /// Whether this replica alone decides (no replication, or it is the only voter):
+    /// then an accepted value is a chosen one.
+    pub(super) fn sole_voter(&self) -> bool {
+        self.replication().is_none_or(|r| r.voters() == [r.local])
+    }
+
+    fn now(&self) -> i64 {
+        self.options.clock.now_micros()
+    }
+
+    fn propose_options(&self, config: &Replication) -> ProposeOptions {
+        // Unique per proposal: the member id in the top byte, then a counter.
+        let serial = self.proposers.fetch_add(1, Ordering::Relaxed) & 0x00ff_ffff;
+        ProposeOptions {
+            proposer: (config.local_member().id << 24) | serial,
+            ..config.propose
+        }
+    }
+
+    /// Whether the local coordinator calls `root`'s group up to date, and its epoch,
+    /// renewing its lease first if it runs low.
+    fn coordinator_check(&self, root: &RootRow) -> (bool, u64) {
+        let Some(config) = self.replication() else {
+            return (false, 0);
+        };
+        if config.local_member().kind != ReplicaKind::Full {
+            return (false, 0);
+        }
+        let now = self.now();
+        let mut coordinator = self.coordinator.lock();
+        let renew = coordinator
+            .lease_expiry()
+            .is_none_or(|until| (until as i64).saturating_sub(now) < self.lease_margin());
+        if renew {
+            match config.locks.acquire(config.local_member().id, now) {
+                Some(lease) => {
+                    if lease.epoch != coordinator.epoch() {
+                        coordinator.lease_lost();
+                    }
+                    coordinator.lease_granted(lease.until.max(0) as u64, lease.epoch);
+                }
+                None => coordinator.lease_lost(),
+            }
+        }
+        let tick = now.max(0) as u64;
+        (coordinator.is_up_to_date(root, tick), coordinator.epoch())
+    }
+
+    /// Renew a lease this long before it ends.
+    fn lease_margin(&self) -> i64 {
+        100_000
+    }
+
+    /// The coordinator gives its lease up: every group is out of date here until
+    /// readers validate them again in a new lifetime.
+    pub(super) fn drop_lease(&self) {
+        if let Some(config) = self.replication() {
+            self.coordinator.lock().lease_lost();
+            config.locks.release(config.local_member().id);
+        }
+    }
+
+    /// Makes the local replica current for `root`'s group (a current read's first
+    /// step): if the coordinator calls it up to date, through the positions it holds;
+    /// otherwise through the highest position a majority of voters reports. Positions
+    /// whose values it does not know come from a peer that knows them, or from Paxos
+    /// (a no-op where nothing was accepted).
+    pub(super) fn make_current(&self, root: &RootRow) -> Result<GroupState, Error> {
+        let Some(config) = self.replication().filter(|_| !self.sole_voter()) else {
+            return self.roll_forward(root);
+        };
+        let (up_to_date, epoch) = self.coordinator_check(root);
+        let mut state = self.roll_forward(root)?;
+        let peers = Peers::new(config);
+        let target = if up_to_date {
+            state.last_accepted()
+        } else {
+            self.log_end(&peers, root)?
+        };
+        if target > state.meta.applied {
+            for position in state.meta.applied + 1..=target {
+                if state.chosen_at(position, false).is_some() {
+                    continue;
+                }
+                let value = self.find_chosen(&peers, root, position)?;
+                self.replica.mark_chosen(root, position, &value)?;
+            }
+            state = self.roll_forward(root)?;
+        }
+        if !up_to_date && config.local_member().kind == ReplicaKind::Full {
+            let tick = self.now().max(0) as u64;
+            self.coordinator
+                .lock()
+                .validate(root, state.meta.applied.max(target), epoch, tick);
+        }
+        Ok(state)
+    }
+
+    /// The highest position a majority of voters knows of.
+    fn log_end(&self, peers: &Peers<'_>, root: &RootRow) -> Result<u64, Error> {
+        let (voters, _) = peers.voters(self);
+        let heard: Vec<u64> = voters
+            .iter()
+            .filter_map(|v| v.highest_position(root).ok())
+            .collect();
+        if heard.len() < voters.len() / 2 + 1 {
+            return Err(Error::Unavailable(format!(
+                "{} of {} voting replicas answered; a majority is needed to find the log's end",
+                heard.len(),
+                voters.len()
+            )));
+        }
+        Ok(heard.into_iter().max().unwrap_or(0))
+    }
+
+    /// The value chosen at `position`: from a replica that knows it, or else by
+    /// running Paxos for it (which chooses a no-op if nothing was accepted) and
+    /// invalidating the full replicas that did not accept what it chose.
+    fn find_chosen(
+        &self,
+        peers: &Peers<'_>,
+        root: &RootRow,
+        position: u64,
+    ) -> Result<Vec<u8>, Error> {
+        let known = (0..peers.config.members.len())
+            .filter(|&m| m != peers.config.local)
+            .find_map(|m| {
+                peers
+                    .acceptor(self, m)
+                    .chosen_value(root, position)
+                    .ok()
+                    .flatten()
+            });
+        if let Some(value) = known {
+            return Ok(value);
+        }
+        let no_op = LogEntry {
+            timestamp: 0,
+            schema_version: self.current.read().0,
+            next_leader: self.next_leader(peers.config),
+            proposal: self.rng.lock().next_u64(),
+            writes: Vec::new(),
+        };
+        let (voters, members) = peers.voters(self);
+        let options = self.propose_options(peers.config);
+        let (outcome, accepted) = {
+            let mut rng = crate::sim::Rng::new(self.rng.lock().next_u64());
+            propose_at(
+                &voters,
+                root,
+                position,
+                no_op.encode(),
+                None,
+                options,
+                &mut rng,
+            )?
+        };
+        let Outcome::Chosen { value, .. } = outcome;
+        let accepted: BTreeSet<usize> = accepted.iter().map(|&v| members[v]).collect();
+        self.invalidate_others(peers, root, position, &accepted);
+        Ok(value)
+    }
+
+    /// The member this replica nominates to lead the next position: itself if it
+    /// votes, else the first voter.
+    pub(super) fn next_leader(&self, config: &Replication) -> u32 {
+        let local = config.local_member();
+        if local.kind.votes() {
+            return local.id;
+        }
+        config
+            .voters()
+            .first()
+            .map_or(local.id, |&m| config.members[m].id)
+    }
+
+    /// The voter index of the leader of the position after `state`'s applied one: the
+    /// member its entry nominated (the first voter for the first position).
+    fn leader_after(&self, config: &Replication, state: &GroupState) -> Option<usize> {
+        let voters = config.voters();
+        if state.meta.applied == 0 {
+            return Some(0);
+        }
+        let entry = LogEntry::decode(state.value_at(state.meta.applied)?).ok()?;
+        voters
+            .iter()
+            .position(|&m| config.members[m].id == entry.next_leader)
+    }
+
+    /// Proposes `value` (this transaction's entry) at `position`, after the local
+    /// replica was made current at `state`. Whatever is chosen there is published
+    /// (invalidations, then applied at every replica that can be reached) before this
+    /// returns.
+    pub(super) fn propose_entry(
+        &self,
+        root: &RootRow,
+        state: &GroupState,
+        position: u64,
+        value: Vec<u8>,
+    ) -> Result<Proposal, Error> {
+        let config = self
+            .replication()
+            .ok_or_else(|| Error::Invalid("not replicated".into()))?;
+        let peers = Peers::new(config);
+        let (voters, members) = peers.voters(self);
+        let leader = self.leader_after(config, state);
+        let options = self.propose_options(config);
+        let (outcome, accepted) = {
+            let mut rng = crate::sim::Rng::new(self.rng.lock().next_u64());
+            propose_at(&voters, root, position, value, leader, options, &mut rng)?
+        };
+        let Outcome::Chosen { value, ours } = outcome;
+        let accepted: BTreeSet<usize> = accepted.iter().map(|&v| members[v]).collect();
+        self.invalidate_others(&peers, root, position, &accepted);
+        self.apply_everywhere(&peers, root, position, &value)?;
+        Ok(if ours {
+            Proposal::Committed
+        } else {
+            Proposal::Lost
+        })
+    }
+
+    /// Invalidates, at `position`, the coordinator of every full replica outside
+    /// `accepted`. One that cannot be reached has its lease revoked, and this waits
+    /// until that lease has ended (its coordinator has then stopped serving).
+    fn invalidate_others(
+        &self,
+        peers: &Peers<'_>,
+        root: &RootRow,
+        position: u64,
+        accepted: &BTreeSet<usize>,
+    ) {
+        let config = peers.config;
+        for (m, member) in config.members.iter().enumerate() {
+            if member.kind != ReplicaKind::Full || accepted.contains(&m) {
+                continue;
+            }
+            let done = match &peers.remote[m] {
+                None => self.invalidate(root, position),
+                Some(peer) => peer.invalidate(root, position),
+            };
+            if let Err(e) = done {
+                tracing::debug!(
+                    "replica {} not invalidated ({e}): waiting out its lease",
+                    member.id
+                );
+                if let Some(until) = config.locks.revoke(member.id) {
+                    config
+                        .waiter
+                        .wait_until(self.options.clock.as_ref(), until.saturating_add(1));
+                }
+            }
+        }
+    }
+
+    /// Applies the chosen `value` at `position` here, then at every other replica that
+    /// answers (best effort: a replica that misses it catches up later).
+    fn apply_everywhere(
+        &self,
+        peers: &Peers<'_>,
+        root: &RootRow,
+        position: u64,
+        value: &[u8],
+    ) -> Result<(), Error> {
+        self.apply_chosen(root, position, value)?;
+        for peer in peers.remote.iter().flatten() {
+            if let Err(e) = peer.apply(root, position, value) {
+                tracing::debug!("apply of position {position} deferred at a replica: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// This replica learns that `value` is chosen at `position`, and applies it with
+    /// every earlier position it knows the value of.
+    pub(super) fn apply_chosen(
+        &self,
+        root: &RootRow,
+        position: u64,
+        value: &[u8],
+    ) -> Result<(), Error> {
+        self.replica.mark_chosen(root, position, value)?;
+        self.roll_forward(root)?;
+        Ok(())
+    }
+
+    fn invalidate(&self, root: &RootRow, position: u64) -> Result<(), Error> {
+        if self.local_kind() == ReplicaKind::Full {
+            self.coordinator.lock().invalidate(root, position);
+        }
+        Ok(())
+    }
+}
+
+impl Acceptor for Core {
+    fn prepare(&self, root: &RootRow, position: u64, ballot: u64) -> Result<Reply, Error> {
+        Acceptor::prepare(&self.replica, root, position, ballot)
+    }
+
+    fn accept(
+        &self,
+        root: &RootRow,
+        position: u64,
+        ballot: u64,
+        value: &[u8],
+    ) -> Result<Reply, Error> {
+        Acceptor::accept(&self.replica, root, position, ballot, value)
+    }
+
+    fn highest_position(&self, root: &RootRow) -> Result<u64, Error> {
+        self.replica.highest_position(root)
+    }
+
+    fn chosen_value(&self, root: &RootRow, position: u64) -> Result<Option<Vec<u8>>, Error> {
+        self.replica.chosen_value(root, position)
+    }
+}
+
+impl Peer for Core {
+    fn apply(&self, root: &RootRow, position: u64, value: &[u8]) -> Result<(), Error> {
+        self.apply_chosen(root, position, value)
+    }
+
+    fn invalidate(&self, root: &RootRow, position: u64) -> Result<(), Error> {
+        Core::invalidate(self, root, position)
+    }
+}
