@@ -188,6 +188,12 @@ impl Core {
     /// globally indexed position, once that many have accumulated, and records how far
     /// it deleted in the group's state.
     pub(super) fn clean_log(&self, root: &RootRow, state: &GroupState) -> Result<(), Error> {
+        if !self.sole_voter() {
+            // A replica that lags (or lost applied state in a crash) catches up from
+            // the other replicas' log cells, so none is deleted until replicas report
+            // how far they durably applied (not yet done: docs/megastore.md, limits).
+            return Ok(());
+        }
         let keep = self.options.log_retention.max(1);
         let meta = state.meta;
         let upto = meta.applied.min(meta.indexed).saturating_sub(keep);

@@ -364,6 +364,18 @@ impl Database {
         self.core.clone()
     }
 
+    /// Finishes abandoned writes (accepted here, outcome unknown) in every group: see
+    /// the scavenger in `replicated.rs`. Returns how many groups it caught up.
+    pub fn scavenge(&self) -> Result<usize, Error> {
+        self.core.serves_reads()?;
+        self.core.scavenge()
+    }
+
+    /// The root row of `group` (where its log lives).
+    pub fn root_row(&self, group: &GroupKey) -> Result<RootRow, Error> {
+        self.core.root_row(group)
+    }
+
     /// The coordinator gives up its lease (as on losing the lock service): current
     /// reads here take the majority path until readers validate groups again.
     pub fn drop_coordinator_lease(&self) {

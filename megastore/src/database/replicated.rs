@@ -175,10 +175,17 @@ impl Core {
     /// whose values it does not know come from a peer that knows them, or from Paxos
     /// (a no-op where nothing was accepted).
     pub(super) fn make_current(&self, root: &RootRow) -> Result<GroupState, Error> {
+        self.catch_up(root, false)
+    }
+
+    /// As [`Core::make_current`]; `majority` skips the coordinator (the scavenger's
+    /// way of finishing every position a majority knows of).
+    fn catch_up(&self, root: &RootRow, majority: bool) -> Result<GroupState, Error> {
         let Some(config) = self.replication().filter(|_| !self.sole_voter()) else {
             return self.roll_forward(root);
         };
-        let (up_to_date, epoch) = self.coordinator_check(root);
+        let (checked, epoch) = self.coordinator_check(root);
+        let up_to_date = checked && !majority;
         let mut state = self.roll_forward(root)?;
         let peers = Peers::new(config);
         let target = if up_to_date {
@@ -203,6 +210,38 @@ impl Core {
                 .validate(root, state.meta.applied.max(target), epoch, tick);
         }
         Ok(state)
+    }
+
+    /// The scavenger: finishes every position of every group that holds an accepted
+    /// value here beyond what this replica applied (an abandoned write, whose outcome
+    /// nobody learned), by catching up through a majority, which runs Paxos where no
+    /// replica knows the chosen value (choosing a no-op if nothing was accepted).
+    /// Returns how many groups it caught up.
+    pub(super) fn scavenge(&self) -> Result<usize, Error> {
+        let schema = self.current.read().1.clone();
+        let mut finished = 0;
+        for root_table in schema
+            .tables
+            .iter()
+            .filter(|t| t.role == crate::schema::GroupRole::Root)
+        {
+            let table = crate::layout::data_table(
+                &schema,
+                crate::keys::storage_table(&schema, &root_table.name),
+            );
+            for row in self.group_rows(&table, true)? {
+                let root = RootRow {
+                    table: table.clone(),
+                    row: row.key,
+                };
+                let state = self.replica.group_state(&root)?;
+                if state.last_accepted() > state.meta.applied {
+                    self.catch_up(&root, true)?;
+                    finished += 1;
+                }
+            }
+        }
+        Ok(finished)
     }
 
     /// The highest position a majority of voters knows of.

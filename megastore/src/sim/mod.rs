@@ -12,8 +12,10 @@
 //! The full simulator of replicated groups (clients, crashes with unsynced data lost,
 //! coordinators, histories) builds on this with the replication stage.
 
+pub mod history;
 pub mod linearizability;
 pub mod network;
+pub mod system;
 
 use std::collections::{BTreeMap, BTreeSet};
 
