@@ -168,6 +168,15 @@ impl RowFilter {
 
 /// The window all of `filters` share, ignoring those that output nothing: the same
 /// timestamps and versions, over the union of their columns.
+fn flatten_chain<'a>(parts: &'a [CompiledFilter], out: &mut Vec<&'a CompiledFilter>) {
+    for part in parts {
+        match part {
+            CompiledFilter::Chain(inner) => flatten_chain(inner, out),
+            other => out.push(other),
+        }
+    }
+}
+
 fn common_window<'a>(filters: impl Iterator<Item = &'a CompiledFilter>) -> Option<ReadWindow> {
     let mut common: Option<ReadWindow> = None;
     for f in filters.filter(|f| !f.blocks_all()) {
@@ -222,7 +231,10 @@ impl CompiledFilter {
         match self {
             CompiledFilter::Chain(parts) => {
                 let mut window = ReadWindow::ALL;
-                for part in parts {
+                // A chain inside a chain is the same chain, spelled out.
+                let mut flat = Vec::new();
+                flatten_chain(parts, &mut flat);
+                for part in flat {
                     match part {
                         CompiledFilter::TimestampRange(start, end) => {
                             window.start = window.start.max(*start);

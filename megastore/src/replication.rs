@@ -86,6 +86,9 @@ pub struct ProposeOptions {
     pub max_rounds: u32,
     /// The longest random pause between attempts.
     pub max_backoff: Duration,
+    /// Whether a writer starts at the position's leader with ballot 0 (one round trip
+    /// when it succeeds); `false` always prepares first (for measurements).
+    pub fast_path: bool,
 }
 
 impl Default for ProposeOptions {
@@ -94,6 +97,7 @@ impl Default for ProposeOptions {
             proposer: 1,
             max_rounds: 20,
             max_backoff: Duration::from_millis(2),
+            fast_path: true,
         }
     }
 }

@@ -112,6 +112,7 @@ fn options(proposer: u32) -> ProposeOptions {
         proposer,
         max_rounds: 50,
         max_backoff: Duration::from_micros(500),
+        fast_path: true,
     }
 }
 

@@ -351,7 +351,11 @@ impl Core {
             .ok_or_else(|| Error::Invalid("not replicated".into()))?;
         let peers = Peers::new(config);
         let (voters, members) = peers.voters(self);
-        let leader = self.leader_after(config, state);
+        let leader = if config.propose.fast_path {
+            self.leader_after(config, state)
+        } else {
+            None
+        };
         let options = self.propose_options(config);
         let (outcome, accepted) = {
             let mut rng = crate::sim::Rng::new(self.rng.lock().next_u64());

@@ -134,6 +134,8 @@ pub fn run_system(seed: u64, operations: usize) -> SystemReport {
             proposer: 0,
             max_rounds: 6,
             max_backoff: Duration::from_micros(1),
+            // One run in four never takes the fast path.
+            fast_path: !rng.one_in(4),
         },
         seed: Some(rng.next_u64()),
         database: DatabaseOptions {
