@@ -210,18 +210,7 @@ pub fn catch_up(
     options: ProposeOptions,
     rng: &mut Rng,
 ) -> Result<Vec<(u64, Vec<u8>)>, Error> {
-    let heard: Vec<u64> = replicas
-        .iter()
-        .filter_map(|r| r.highest_position(root).ok())
-        .collect();
-    if heard.len() < replicas.len() / 2 + 1 {
-        return Err(Error::Unavailable(format!(
-            "{} of {} replicas answered; a majority is needed to find the log's end",
-            heard.len(),
-            replicas.len()
-        )));
-    }
-    let highest = heard.into_iter().max().unwrap_or(0);
+    let highest = log_end(replicas, root)?;
     let mut chosen = Vec::new();
     for position in from..=highest {
         let known = replicas
@@ -234,6 +223,22 @@ pub fn catch_up(
         chosen.push((position, value));
     }
     Ok(chosen)
+}
+
+/// The highest position a majority of `replicas` knows of (applied, or accepted).
+pub fn log_end(replicas: &[&dyn Acceptor], root: &RootRow) -> Result<u64, Error> {
+    let heard: Vec<u64> = replicas
+        .iter()
+        .filter_map(|r| r.highest_position(root).ok())
+        .collect();
+    if heard.len() < replicas.len() / 2 + 1 {
+        return Err(Error::Unavailable(format!(
+            "{} of {} voting replicas answered; a majority is needed to find the log's end",
+            heard.len(),
+            replicas.len()
+        )));
+    }
+    Ok(heard.into_iter().max().unwrap_or(0))
 }
 
 fn ask(replica: &dyn Acceptor, root: &RootRow, position: u64, request: Request) -> Option<Reply> {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bigtable::fs::FaultyFs;
 use bigtable::EngineOptions;
-use megastore::cluster::{Cluster, ClusterOptions};
+use megastore::cluster::{Cluster, ClusterOptions, TransportWrapper};
 use megastore::paxos::proposer::Reply;
 use megastore::replica::RootRow;
 use megastore::replicas::{LocalTransport, Peer, ReplicaKind, Transport};
@@ -268,24 +268,29 @@ impl Peer for Filtered {
     }
 }
 
-#[test]
-fn a_replica_that_missed_a_write_is_invalidated_and_never_read_stale() {
+/// Three full replicas, each reaching the others through `wrap`.
+fn open_wrapped(wrap: Arc<TransportWrapper>) -> Cluster {
     let fs = file_systems(3);
-    let down = Arc::new(Mutex::new(Vec::new()));
-    let wrap_down = down.clone();
-    let c = Cluster::open_wrapped(
+    Cluster::open_wrapped(
         fs.iter().map(FaultyFs::shared).collect(),
         (0..3).map(|i| PathBuf::from(format!("/r{i}"))).collect(),
         SCHEMA,
         options(&[FULL, FULL, FULL]),
-        Some(Arc::new(move |_, inner| {
-            Arc::new(AcceptorsDown {
-                inner,
-                down: wrap_down.clone(),
-            }) as Arc<dyn Transport>
-        })),
+        Some(wrap),
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn a_replica_that_missed_a_write_is_invalidated_and_never_read_stale() {
+    let down = Arc::new(Mutex::new(Vec::new()));
+    let wrap_down = down.clone();
+    let c = open_wrapped(Arc::new(move |_, inner| {
+        Arc::new(AcceptorsDown {
+            inner,
+            down: wrap_down.clone(),
+        }) as Arc<dyn Transport>
+    }));
     deposit(c.replica(0).unwrap(), 1, 1).unwrap();
     // Replica 2 catches up and its coordinator calls the group up to date.
     assert_eq!(
@@ -309,23 +314,15 @@ fn a_replica_that_missed_a_write_is_invalidated_and_never_read_stale() {
 
 #[test]
 fn an_unreachable_coordinator_is_waited_out_never_read_stale() {
-    let fs = file_systems(3);
     let net = Network::new(7);
     let wrap_net = net.clone();
-    let c = Cluster::open_wrapped(
-        fs.iter().map(FaultyFs::shared).collect(),
-        (0..3).map(|i| PathBuf::from(format!("/r{i}"))).collect(),
-        SCHEMA,
-        options(&[FULL, FULL, FULL]),
-        Some(Arc::new(move |from, inner| {
-            Arc::new(NetTransport {
-                from,
-                inner,
-                net: wrap_net.clone(),
-            }) as Arc<dyn Transport>
-        })),
-    )
-    .unwrap();
+    let c = open_wrapped(Arc::new(move |from, inner| {
+        Arc::new(NetTransport {
+            from,
+            inner,
+            net: wrap_net.clone(),
+        }) as Arc<dyn Transport>
+    }));
     deposit(c.replica(0).unwrap(), 1, 1).unwrap();
     assert_eq!(
         balance(c.replica(2).unwrap(), 1, ReadMode::Current),

@@ -247,18 +247,7 @@ impl Core {
     /// The highest position a majority of voters knows of.
     fn log_end(&self, peers: &Peers<'_>, root: &RootRow) -> Result<u64, Error> {
         let (voters, _) = peers.voters(self);
-        let heard: Vec<u64> = voters
-            .iter()
-            .filter_map(|v| v.highest_position(root).ok())
-            .collect();
-        if heard.len() < voters.len() / 2 + 1 {
-            return Err(Error::Unavailable(format!(
-                "{} of {} voting replicas answered; a majority is needed to find the log's end",
-                heard.len(),
-                voters.len()
-            )));
-        }
-        Ok(heard.into_iter().max().unwrap_or(0))
+        crate::replication::log_end(&voters, root)
     }
 
     /// The value chosen at `position`: from a replica that knows it, or else by

@@ -321,6 +321,7 @@ impl World {
             4..=6 => write_op(db, key, value),
             _ => cas_op(db, key, expected, value),
         };
+        self.tick(1); // an operation takes time: it returns after it was called
         let returned = (status == Status::Ok || status == Status::Fail).then(|| self.now_ns());
         match status {
             Status::Ok => self.report.acknowledged += 1,
