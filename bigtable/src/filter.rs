@@ -468,6 +468,39 @@ mod tests {
     }
 
     #[test]
+    fn a_chain_nested_in_a_chain_narrows_the_read_window_as_a_flat_chain_does() {
+        let column = RowFilter::ColumnRange {
+            family: "log".into(),
+            start: Bound::Included(b"q".to_vec()),
+            end: Bound::Included(b"q".to_vec()),
+        };
+        let value = RowFilter::ValueRange {
+            start: Bound::Included(b"v".to_vec()),
+            end: Bound::Included(b"v".to_vec()),
+        };
+        let flat = RowFilter::Chain(vec![
+            column.clone(),
+            RowFilter::CellsPerColumnLimit(1),
+            value.clone(),
+        ]);
+        let nested = RowFilter::Chain(vec![
+            RowFilter::Chain(vec![column, RowFilter::CellsPerColumnLimit(1)]),
+            value,
+        ]);
+        let window = |f: &RowFilter| f.compile().expect("compiles").read_window();
+        let nested_window = window(&nested).expect("a window");
+        assert!(
+            nested_window.columns.is_some(),
+            "only the one column is read"
+        );
+        assert_eq!(nested_window.versions, Some(1));
+        assert_eq!(
+            window(&flat).map(|w| (w.columns, w.versions)),
+            Some((nested_window.columns, nested_window.versions))
+        );
+    }
+
+    #[test]
     fn cell_filters() {
         assert_eq!(stamps(RowFilter::PassAll), vec![3, 2, 1, 5]);
         assert!(stamps(RowFilter::BlockAll).is_empty());

@@ -203,11 +203,15 @@ impl Core {
             }
             state = self.roll_forward(root)?;
         }
-        if !up_to_date && config.local_member().kind == ReplicaKind::Full {
+        // Validate only what was reached: every position up to the target.
+        if !up_to_date
+            && config.local_member().kind == ReplicaKind::Full
+            && state.meta.applied >= target
+        {
             let tick = self.now().max(0) as u64;
             self.coordinator
                 .lock()
-                .validate(root, state.meta.applied.max(target), epoch, tick);
+                .validate(root, state.meta.applied, epoch, tick);
         }
         Ok(state)
     }
