@@ -16,43 +16,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use benches::megastore_counter::{counter_key, group, increment, SCHEMA};
 use bigtable::fs::RealFs;
 use bigtable::EngineOptions;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use megastore::cluster::{Cluster, ClusterOptions};
 use megastore::replicas::ReplicaKind;
 use megastore::replication::ProposeOptions;
-use megastore::{DatabaseOptions, Entity, GroupKey, ReadMode, Transaction, Value};
-
-const SCHEMA: &str = "
-CREATE SCHEMA Bench;
-CREATE TABLE Account { required int64 id; } PRIMARY KEY(id), ENTITY GROUP ROOT;
-CREATE TABLE Counter { required int64 id; required int32 n; required int64 value; }
-  PRIMARY KEY(id, n), IN TABLE Account, ENTITY GROUP KEY(id) REFERENCES Account;
-";
+use megastore::{DatabaseOptions, ReadMode};
 
 const FULL: ReplicaKind = ReplicaKind::Full;
-
-fn group(id: i64) -> GroupKey {
-    GroupKey::new("Account", vec![Value::Int64(id)])
-}
-
-fn increment(tx: &mut Transaction<'_>, id: i64) -> Result<(), megastore::Error> {
-    let key = [Value::Int64(id), Value::Int32(0)];
-    let value = match tx
-        .get("Counter", &key)?
-        .and_then(|c| c.get("value").cloned())
-    {
-        Some(Value::Int64(v)) => v,
-        _ => 0,
-    };
-    tx.put(
-        Entity::new("Counter")
-            .set("id", Value::Int64(id))
-            .set("n", Value::Int32(0))
-            .set("value", Value::Int64(value + 1)),
-    )
-}
 
 struct Setup {
     cluster: Arc<Cluster>,
@@ -194,8 +167,7 @@ fn current_read(c: &mut Criterion) {
         b.iter(|| {
             id = (id + 1) % 100;
             let snap = db.read(&group(id), ReadMode::Current).expect("read");
-            snap.get("Counter", &[Value::Int64(id), Value::Int32(0)])
-                .expect("get")
+            snap.get("Counter", &counter_key(id)).expect("get")
         })
     });
     bench.finish();

@@ -13,41 +13,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use benches::megastore_counter::{counter_key, group, increment, SCHEMA};
 use bigtable::fs::RealFs;
 use bigtable::{Engine, EngineOptions};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use megastore::{Database, DatabaseOptions, Entity, GroupKey, ReadMode, Transaction, Value};
-
-const SCHEMA: &str = "
-CREATE SCHEMA Bench;
-CREATE TABLE Account { required int64 id; } PRIMARY KEY(id), ENTITY GROUP ROOT;
-CREATE TABLE Counter { required int64 id; required int32 n; required int64 value; }
-  PRIMARY KEY(id, n), IN TABLE Account, ENTITY GROUP KEY(id) REFERENCES Account;
-";
-
-fn group(id: i64) -> GroupKey {
-    GroupKey::new("Account", vec![Value::Int64(id)])
-}
-
-fn counter_key(id: i64) -> [Value; 2] {
-    [Value::Int64(id), Value::Int32(0)]
-}
-
-fn increment(tx: &mut Transaction<'_>, id: i64) -> Result<(), megastore::Error> {
-    let value = match tx.get("Counter", &counter_key(id))? {
-        Some(c) => match c.get("value") {
-            Some(Value::Int64(v)) => *v,
-            _ => 0,
-        },
-        None => 0,
-    };
-    tx.put(
-        Entity::new("Counter")
-            .set("id", Value::Int64(id))
-            .set("n", Value::Int32(0))
-            .set("value", Value::Int64(value + 1)),
-    )
-}
+use megastore::{Database, DatabaseOptions, ReadMode};
 
 struct Setup {
     db: Arc<Database>,

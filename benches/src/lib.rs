@@ -3,4 +3,5 @@
 //! side in the same process, against fjall.
 
 pub mod db_bench;
+pub mod megastore_counter;
 pub mod stores;

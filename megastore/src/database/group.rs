@@ -86,20 +86,19 @@ impl Core {
         let global = touches_global_index(&schema, &entry);
         entry.timestamp = self.queue.stamp(root, state.meta.applied_timestamp, global);
         let position = state.meta.applied + 1;
-        let committed = if self.sole_voter() {
+        // An error proposing leaves the outcome unknown: the entry may still be chosen
+        // later, so its index stamp stays registered.
+        let sole_voter = self.sole_voter();
+        let committed = if sole_voter {
             self.replica
                 .accept(root, position, 0, &entry.encode())?
                 .is_ok()
         } else {
-            match self.propose_entry(root, &state, position, entry.encode()) {
-                Ok(Proposal::Committed) => true,
-                Ok(Proposal::Lost) => false,
-                Err(e) => {
-                    // Unknown outcome: the entry may still be chosen later, so its
-                    // index stamp stays registered.
-                    return Err(e);
-                }
-            }
+            // Published (applied here and at the peers) before it returns.
+            matches!(
+                self.propose_entry(root, &state, position, entry.encode())?,
+                Proposal::Committed
+            )
         };
         if !committed {
             if global {
@@ -110,8 +109,10 @@ impl Core {
         }
         self.counters.commits.fetch_add(1, Ordering::Relaxed);
         // Committed: applying is best effort, and the next reader finishes it.
-        if let Err(e) = self.roll_forward(root) {
-            tracing::warn!("entry {position} committed, apply deferred: {e}");
+        if sole_voter {
+            if let Err(e) = self.roll_forward(root) {
+                tracing::warn!("entry {position} committed, apply deferred: {e}");
+            }
         }
         let committed = Committed {
             position,

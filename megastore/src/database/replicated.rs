@@ -21,6 +21,9 @@ use crate::Error;
 
 use super::Core;
 
+/// A coordinator renews its lease this long before it ends.
+const LEASE_MARGIN_MICROS: i64 = 100_000;
+
 /// What became of a proposal of this transaction's entry.
 pub(super) enum Proposal {
     Committed,
@@ -139,7 +142,7 @@ impl Core {
         let mut coordinator = self.coordinator.lock();
         let renew = coordinator
             .lease_expiry()
-            .is_none_or(|until| (until as i64).saturating_sub(now) < self.lease_margin());
+            .is_none_or(|until| (until as i64).saturating_sub(now) < LEASE_MARGIN_MICROS);
         if renew {
             match config.locks.acquire(config.local_member().id, now) {
                 Some(lease) => {
@@ -153,11 +156,6 @@ impl Core {
         }
         let tick = now.max(0) as u64;
         (coordinator.is_up_to_date(root, tick), coordinator.epoch())
-    }
-
-    /// Renew a lease this long before it ends.
-    fn lease_margin(&self) -> i64 {
-        100_000
     }
 
     /// The coordinator gives its lease up: every group is out of date here until
@@ -187,13 +185,13 @@ impl Core {
         let (checked, epoch) = self.coordinator_check(root);
         let up_to_date = checked && !majority;
         let mut state = self.roll_forward(root)?;
-        let peers = Peers::new(config);
         let target = if up_to_date {
             state.last_accepted()
         } else {
-            self.log_end(&peers, root)?
+            self.log_end(&Peers::new(config), root)?
         };
         if target > state.meta.applied {
+            let peers = Peers::new(config);
             for position in state.meta.applied + 1..=target {
                 if state.chosen_at(position, false).is_some() {
                     continue;
@@ -282,24 +280,29 @@ impl Core {
             proposal: self.rng.lock().next_u64(),
             writes: Vec::new(),
         };
+        let Outcome::Chosen { value, .. } =
+            self.choose(peers, root, position, no_op.encode(), None)?;
+        Ok(value)
+    }
+
+    /// Runs Paxos at `position` for `value` (from `leader` on the fast path), then
+    /// invalidates the full replicas that did not accept what was chosen.
+    fn choose(
+        &self,
+        peers: &Peers<'_>,
+        root: &RootRow,
+        position: u64,
+        value: Vec<u8>,
+        leader: Option<usize>,
+    ) -> Result<Outcome, Error> {
         let (voters, members) = peers.voters(self);
         let options = self.propose_options(peers.config);
-        let (outcome, accepted) = {
-            let mut rng = crate::sim::Rng::new(self.rng.lock().next_u64());
-            propose_at(
-                &voters,
-                root,
-                position,
-                no_op.encode(),
-                None,
-                options,
-                &mut rng,
-            )?
-        };
-        let Outcome::Chosen { value, .. } = outcome;
+        let mut rng = crate::sim::Rng::new(self.rng.lock().next_u64());
+        let (outcome, accepted) =
+            propose_at(&voters, root, position, value, leader, options, &mut rng)?;
         let accepted: BTreeSet<usize> = accepted.iter().map(|&v| members[v]).collect();
         self.invalidate_others(peers, root, position, &accepted);
-        Ok(value)
+        Ok(outcome)
     }
 
     /// The member this replica nominates to lead the next position: itself if it
@@ -343,20 +346,12 @@ impl Core {
             .replication()
             .ok_or_else(|| Error::Invalid("not replicated".into()))?;
         let peers = Peers::new(config);
-        let (voters, members) = peers.voters(self);
         let leader = if config.propose.fast_path {
             self.leader_after(config, state)
         } else {
             None
         };
-        let options = self.propose_options(config);
-        let (outcome, accepted) = {
-            let mut rng = crate::sim::Rng::new(self.rng.lock().next_u64());
-            propose_at(&voters, root, position, value, leader, options, &mut rng)?
-        };
-        let Outcome::Chosen { value, ours } = outcome;
-        let accepted: BTreeSet<usize> = accepted.iter().map(|&v| members[v]).collect();
-        self.invalidate_others(&peers, root, position, &accepted);
+        let Outcome::Chosen { value, ours } = self.choose(&peers, root, position, value, leader)?;
         self.apply_everywhere(&peers, root, position, &value)?;
         Ok(if ours {
             Proposal::Committed
