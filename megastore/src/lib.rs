@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod coordinator;
 pub mod database;
 pub mod entity;
+pub mod footprint;
 mod global;
 pub mod index;
 pub mod keys;

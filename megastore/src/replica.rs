@@ -98,21 +98,23 @@ impl Replica {
             state.meta_cell = Some(cell.value);
         }
         let from = state.meta.applied.min(state.meta.indexed);
-        let log = newest(RowFilter::Chain(vec![
-            RowFilter::ColumnRange {
-                family: LOG.into(),
-                start: std::ops::Bound::Included(log_qualifier(from)),
-                end: std::ops::Bound::Unbounded,
-            },
-            RowFilter::CellsPerColumnLimit(1),
-        ]))?;
-        for cell in log.map(|r| r.cells).unwrap_or_default() {
-            state.log.insert(
-                position_of(&cell.qualifier)?,
-                AcceptorState::decode(&cell.value)?,
-            );
-        }
+        let log = newest(log_range_filter(from, None))?;
+        state.log = decode_log(log)?;
         Ok(state)
+    }
+
+    /// The acceptor states of the positions `from..=to` the root row still holds.
+    pub fn log_range(
+        &self,
+        root: &RootRow,
+        from: u64,
+        to: u64,
+    ) -> Result<BTreeMap<u64, AcceptorState>, Error> {
+        let filter = log_range_filter(from, Some(to));
+        decode_log(
+            self.engine
+                .read_row(&root.table, &root.row, Some(&filter))?,
+        )
     }
 
     /// The value chosen at `position`, if this replica knows it: it applied the
@@ -410,6 +412,31 @@ fn applied_through(position: u64) -> RowFilter {
             end: std::ops::Bound::Unbounded,
         },
     ])
+}
+
+/// The newest cell of each log position from `from` on (through `to`, if given).
+fn log_range_filter(from: u64, to: Option<u64>) -> RowFilter {
+    RowFilter::Chain(vec![
+        RowFilter::ColumnRange {
+            family: LOG.into(),
+            start: std::ops::Bound::Included(log_qualifier(from)),
+            end: to.map_or(std::ops::Bound::Unbounded, |to| {
+                std::ops::Bound::Included(log_qualifier(to))
+            }),
+        },
+        RowFilter::CellsPerColumnLimit(1),
+    ])
+}
+
+fn decode_log(row: Option<bigtable::Row>) -> Result<BTreeMap<u64, AcceptorState>, Error> {
+    let mut log = BTreeMap::new();
+    for cell in row.map(|r| r.cells).unwrap_or_default() {
+        log.insert(
+            position_of(&cell.qualifier)?,
+            AcceptorState::decode(&cell.value)?,
+        );
+    }
+    Ok(log)
 }
 
 fn position_of(qualifier: &[u8]) -> Result<u64, Error> {

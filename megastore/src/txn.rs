@@ -1,12 +1,14 @@
 //! Reading one entity group as of a log position ([`Snapshot`]), and a transaction:
 //! a snapshot plus writes buffered until commit ([`Transaction`]).
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::ops::Deref;
 use std::sync::Arc;
 
 use crate::database::Core;
 use crate::entity::Entity;
+use crate::footprint::Footprint;
 use crate::index::IndexHit;
 use crate::keys::{group_columns, key_prefix, row_key, Value};
 use crate::layout::{prefix_end, ValueRange};
@@ -25,6 +27,8 @@ pub struct Snapshot<'d> {
     /// `None` for an inconsistent read.
     pub(crate) position: Option<u64>,
     pub(crate) timestamp: Option<i64>,
+    /// What a transaction read through this snapshot (`None`: not recorded).
+    pub(crate) reads: Option<RefCell<Footprint>>,
 }
 
 impl Snapshot<'_> {
@@ -36,6 +40,7 @@ impl Snapshot<'_> {
     /// The entity of `table` with primary key `key`, if it exists.
     pub fn get(&self, table: &str, key: &[Value]) -> Result<Option<Entity>, Error> {
         let row = self.own_row(table, key)?;
+        self.record(|reads| reads.add_row(table, &row));
         read::get(
             self.core.engine(),
             &self.schema,
@@ -56,6 +61,7 @@ impl Snapshot<'_> {
             )));
         }
         self.check_group(t, &prefix[..gc])?;
+        self.record(Footprint::add_whole_group);
         let start = key_prefix(&self.schema, table, prefix)?;
         let rows = bigtable::RowRange {
             end: prefix_end(&start).map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded),
@@ -75,6 +81,7 @@ impl Snapshot<'_> {
     /// properties; fetch the entity with [`Snapshot::get`] when more is needed.
     pub fn query_local(&self, index: &str, range: &ValueRange) -> Result<Vec<IndexHit>, Error> {
         let def = self.local_index(index)?;
+        self.record(Footprint::add_whole_group);
         read::local_index(
             self.core.engine(),
             &self.schema,
@@ -104,6 +111,12 @@ impl Snapshot<'_> {
             out.push(entity);
         }
         Ok(out)
+    }
+
+    fn record(&self, f: impl FnOnce(&mut Footprint)) {
+        if let Some(reads) = &self.reads {
+            f(&mut reads.borrow_mut());
+        }
     }
 
     /// Local index `index` of one of this group's tables, once its back-fill is done.
@@ -197,13 +210,26 @@ impl Transaction<'_> {
         self.reindex.push(index.to_string());
     }
 
-    pub(crate) fn into_writes(self) -> Vec<Write> {
+    /// The log entry's writes, and the entities read and written.
+    pub(crate) fn into_parts(self) -> (Vec<Write>, Footprint, Footprint) {
+        let reads = self
+            .snapshot
+            .reads
+            .map(RefCell::into_inner)
+            .unwrap_or_default();
+        let mut written = Footprint::default();
+        for (table, row) in self.writes.keys() {
+            written.add_row(table, row);
+        }
+        if !self.reindex.is_empty() {
+            written.add_whole_group();
+        }
         let mut writes: Vec<Write> = self.writes.into_values().collect();
         writes.extend(
             self.reindex
                 .into_iter()
                 .map(|index| Write::Reindex { index }),
         );
-        writes
+        (writes, reads, written)
     }
 }

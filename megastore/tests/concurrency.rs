@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -144,24 +144,35 @@ fn racing_transfers_conserve_the_total_and_serialize() {
         .sum();
     assert_eq!(total, START * COUNTERS as i64);
 
-    // Serializability: replay the writers in log order; every transaction's reads
-    // equal the state the positions before it produced.
+    // Serializability: replay the log in order. Transactions sharing an entry (group
+    // commit) all read the state before it and write disjoint counters, so any order
+    // among them explains their reads; a read-only one at p read the state after p.
     let mut history = history.lock().unwrap().clone();
     history.sort_by_key(|r| (r.committed.position, !r.committed.wrote));
-    let writers: Vec<u64> = history
+    let positions: BTreeSet<u64> = history
         .iter()
         .filter(|r| r.committed.wrote)
         .map(|r| r.committed.position)
         .collect();
-    let expected: Vec<u64> = (2..2 + writers.len() as u64).collect();
-    assert_eq!(writers, expected, "one writer per position, no gaps");
+    let expected: BTreeSet<u64> = (2..2 + positions.len() as u64).collect();
+    assert_eq!(positions, expected, "the writers' entries leave no gaps");
     let mut state: BTreeMap<i32, i64> = (0..COUNTERS).map(|n| (n, START)).collect();
+    let mut entry_writes = BTreeMap::new();
+    let mut entry_position = 0;
     for r in &history {
-        // A writer at position p read the state after p - 1; a reader at p, after p.
+        if r.committed.position != entry_position || !r.committed.wrote {
+            state.append(&mut entry_writes);
+            entry_position = r.committed.position;
+        }
         for (n, v) in &r.reads {
             assert_eq!(state[n], *v, "{r:?} read a value no serial order explains");
         }
-        state.extend(r.writes.clone());
+        for (n, v) in &r.writes {
+            assert!(
+                entry_writes.insert(*n, *v).is_none(),
+                "two transactions of one entry wrote counter {n}"
+            );
+        }
     }
 
     // Every conflict was one retry of a transaction that then committed.
@@ -169,8 +180,10 @@ fn racing_transfers_conserve_the_total_and_serialize() {
         .iter()
         .map(|r| u64::from(r.committed.attempts - 1))
         .sum();
+    let writers = history.iter().filter(|r| r.committed.wrote).count() as u64;
     assert_eq!(db.stats().conflicts, retries);
-    assert_eq!(db.stats().commits, writers.len() as u64 + 1);
+    assert_eq!(db.stats().commits, writers + 1);
+    assert_eq!(db.stats().entries, positions.len() as u64 + 1);
 }
 
 #[test]

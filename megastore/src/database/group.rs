@@ -1,14 +1,16 @@
-//! An entity group's log on this replica: a transaction commits its entry at the next
-//! position, then everyone who touches the group rolls it forward (applies committed
-//! entries in order), and old positions are cleaned up.
+//! An entity group's log on this replica: a transaction runs on the latest position,
+//! commits its writes in an entry at a later one (`commit.rs`), then everyone who
+//! touches the group rolls it forward (applies committed entries in order), and old
+//! positions are cleaned up.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use parking_lot::RwLock;
 
-use super::replicated::Proposal;
+use super::commit::{Prepared, Verdict};
 use super::{Committed, Core};
 use crate::apply::{apply_entry, touches_global_index};
 use crate::layout::GroupMeta;
@@ -18,9 +20,17 @@ use crate::replicas::ReplicaKind;
 use crate::txn::{Snapshot, Transaction};
 use crate::Error;
 
+/// What running a transaction's closure once produced.
+pub(crate) enum Ran<R> {
+    /// It wrote nothing: done, at the position it read.
+    ReadOnly(R, Committed),
+    /// It wrote: its entry still has to be committed.
+    Wrote(R, Prepared),
+}
+
 impl Core {
     /// Runs `f` as a transaction on the group at `root` until it commits (or fails, or
-    /// loses its position `max_attempts` times).
+    /// has to run again `max_attempts` times).
     pub(super) fn transact<R>(
         &self,
         root_table: &str,
@@ -29,98 +39,83 @@ impl Core {
     ) -> Result<(R, Committed), Error> {
         let attempts = self.options.max_attempts.max(1);
         for attempt in 1..=attempts {
-            if let Some(done) = self.attempt(root_table, root, &mut f, attempt)? {
-                return Ok(done);
+            {
+                // Held from the read to the verdict: no schema change in between.
+                let _gate = GateGuard::enter(&self.schema_gate);
+                let (result, prepared) = match self.prepare(root_table, root, &mut f)? {
+                    Ran::ReadOnly(result, committed) => {
+                        return Ok((
+                            result,
+                            Committed {
+                                attempts: attempt,
+                                ..committed
+                            },
+                        ))
+                    }
+                    Ran::Wrote(result, prepared) => (result, prepared),
+                };
+                if let Verdict::Committed {
+                    position,
+                    timestamp,
+                } = self.commit_queues.commit(self, root, prepared)?
+                {
+                    let committed = Committed {
+                        position,
+                        timestamp,
+                        wrote: true,
+                        attempts: attempt,
+                    };
+                    return Ok((result, committed));
+                }
+                self.counters.conflicts.fetch_add(1, Ordering::Relaxed);
             }
             backoff(attempt);
         }
         Err(Error::TooManyConflicts { attempts })
     }
 
-    /// One run of the transaction: read at the group's latest position, run `f`, and
-    /// propose its writes at the next position. `None` when another entry took it.
-    fn attempt<R>(
+    /// Runs `f` once on the group's latest position (made current first) and collects
+    /// what it read and wrote.
+    pub(crate) fn prepare<R>(
         &self,
         root_table: &str,
         root: &RootRow,
         f: &mut impl FnMut(&mut Transaction<'_>) -> Result<R, Error>,
-        attempt: u32,
-    ) -> Result<Option<(R, Committed)>, Error> {
-        let _gate = GateGuard::enter(&self.schema_gate);
+    ) -> Result<Ran<R>, Error> {
         let state = self.make_current(root)?;
         let (version, schema) = self.schema_for(state.meta.schema_version)?;
         let mut tx = Transaction {
             snapshot: Snapshot {
                 core: self,
-                schema: schema.clone(),
+                schema,
                 root_table: root_table.to_string(),
                 group_row: root.row.clone(),
                 position: Some(state.meta.applied),
                 timestamp: Some(state.meta.applied_timestamp),
+                reads: Some(RefCell::default()),
             },
             writes: BTreeMap::new(),
             reindex: Vec::new(),
         };
         let result = f(&mut tx)?;
-        let writes = tx.into_writes();
-        if writes.is_empty() {
+        let (changes, reads, writes) = tx.into_parts();
+        if changes.is_empty() {
             let read_only = Committed {
                 position: state.meta.applied,
                 timestamp: state.meta.applied_timestamp,
                 wrote: false,
-                attempts: attempt,
+                attempts: 1,
             };
-            return Ok(Some((result, read_only)));
+            return Ok(Ran::ReadOnly(result, read_only));
         }
-        let next_leader = match self.replication() {
-            Some(config) => self.next_leader(config),
-            None => self.options.replica_id,
-        };
-        let mut entry = LogEntry {
-            timestamp: 0,
+        let prepared = Prepared {
+            read_at: state.meta.applied,
             schema_version: version,
-            next_leader,
-            proposal: self.proposals.fetch_add(1, Ordering::Relaxed),
+            reads,
             writes,
+            changes,
         };
-        let global = touches_global_index(&schema, &entry);
-        entry.timestamp = self.queue.stamp(root, state.meta.applied_timestamp, global);
-        let position = state.meta.applied + 1;
-        // An error proposing leaves the outcome unknown: the entry may still be chosen
-        // later, so its index stamp stays registered.
-        let sole_voter = self.sole_voter();
-        let committed = if sole_voter {
-            self.replica
-                .accept(root, position, 0, &entry.encode())?
-                .is_ok()
-        } else {
-            // Published (applied here and at the peers) before it returns.
-            matches!(
-                self.propose_entry(root, &state, position, entry.encode())?,
-                Proposal::Committed
-            )
-        };
-        if !committed {
-            if global {
-                self.queue.abandon(root, entry.timestamp);
-            }
-            self.counters.conflicts.fetch_add(1, Ordering::Relaxed);
-            return Ok(None);
-        }
-        self.counters.commits.fetch_add(1, Ordering::Relaxed);
-        // Committed: applying is best effort, and the next reader finishes it.
-        if sole_voter {
-            if let Err(e) = self.roll_forward(root) {
-                tracing::warn!("entry {position} committed, apply deferred: {e}");
-            }
-        }
-        let committed = Committed {
-            position,
-            timestamp: entry.timestamp,
-            wrote: true,
-            attempts: attempt,
-        };
-        Ok(Some((result, committed)))
+        Ok(Ran::Wrote(result, prepared))
     }
 
     /// Applies, in order, every unapplied entry of the group this replica knows to be

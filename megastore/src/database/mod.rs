@@ -31,7 +31,11 @@ use crate::schema::{parse, GroupRole, IndexScope, Schema};
 use crate::sim::Rng;
 use crate::txn::{Snapshot, Transaction};
 use crate::Error;
+use commit::CommitQueues;
+pub(crate) use commit::{Prepared, Verdict};
+pub(crate) use group::Ran;
 
+mod commit;
 mod group;
 mod indexing;
 mod replicated;
@@ -104,9 +108,14 @@ pub struct Stale<T> {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DatabaseStats {
+    /// Transactions committed by this replica.
     pub commits: u64,
-    /// Commits that lost their log position to another transaction (each retried).
+    /// Transaction runs that could not commit because another commit changed what they
+    /// read (each ran again).
     pub conflicts: u64,
+    /// Log entries this replica's transactions committed (several transactions may
+    /// share one).
+    pub entries: u64,
     /// Log entries applied (by their writer or by a later reader rolling forward).
     pub entries_applied: u64,
 }
@@ -115,6 +124,7 @@ pub struct DatabaseStats {
 struct Counters {
     commits: AtomicU64,
     conflicts: AtomicU64,
+    entries: AtomicU64,
     applied: AtomicU64,
 }
 
@@ -139,6 +149,7 @@ pub(crate) struct Core {
     /// Proposer ids of this replica's proposals (a counter).
     proposers: AtomicU32,
     rng: Mutex<Rng>,
+    commit_queues: CommitQueues,
 }
 
 pub struct Database {
@@ -205,6 +216,7 @@ impl Database {
             coordinator: Mutex::new(Coordinator::new(0)),
             proposers: AtomicU32::new(0),
             rng: Mutex::new(Rng::new(seed)),
+            commit_queues: CommitQueues::default(),
         });
         core.find_unindexed_groups()?;
         let worker = core.clone();
@@ -299,6 +311,7 @@ impl Database {
             group_row: root.row,
             position: state.as_ref().map(|s| s.meta.applied),
             timestamp: state.as_ref().map(|s| s.meta.applied_timestamp),
+            reads: None,
         })
     }
 
@@ -345,6 +358,7 @@ impl Database {
         DatabaseStats {
             commits: c.commits.load(Ordering::Relaxed),
             conflicts: c.conflicts.load(Ordering::Relaxed),
+            entries: c.entries.load(Ordering::Relaxed),
             entries_applied: c.applied.load(Ordering::Relaxed),
         }
     }
@@ -359,6 +373,29 @@ impl Database {
 }
 
 impl Database {
+    /// Runs `f` once as a transaction on `group` without committing what it wrote
+    /// (the simulator commits several at once with [`Database::commit_prepared`]).
+    pub(crate) fn prepare<R>(
+        &self,
+        group: &GroupKey,
+        mut f: impl FnMut(&mut Transaction<'_>) -> Result<R, Error>,
+    ) -> Result<Ran<R>, Error> {
+        let root = self.core.root_row(group)?;
+        self.core.serves_reads()?;
+        self.core.prepare(&group.root, &root, &mut f)
+    }
+
+    /// Commits prepared transactions of `group` together, as far as the group-commit
+    /// rule allows (`commit.rs`): one verdict per transaction.
+    pub(crate) fn commit_prepared(
+        &self,
+        group: &GroupKey,
+        txs: &[Prepared],
+    ) -> Result<Vec<Result<Verdict, Error>>, Error> {
+        let root = self.core.root_row(group)?;
+        Ok(self.core.commit_batch(&root, txs))
+    }
+
     /// This replica as its peers reach it in this process.
     pub fn peer(&self) -> Arc<dyn Peer> {
         self.core.clone()

@@ -15,6 +15,7 @@
 pub mod history;
 pub mod linearizability;
 pub mod network;
+pub mod registers;
 pub mod system;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,23 +1,28 @@
 //! The whole-system simulator: a replicated database (3 full replicas; or 2 full and a
-//! witness; or 3 full and a read-only one) in one process, clients doing reads, writes
-//! and compare-and-sets on entity properties, and faults: lost, duplicated, delayed
-//! and reordered messages; links cut one way or both; replica crashes that lose unsynced
-//! data (sometimes tearing it), with restarts; coordinator lease loss; clock jumps; and
-//! the scavenger finishing abandoned writes. Everything random comes from the seed and
-//! the run is single-threaded, so a seed replays byte for byte.
+//! witness; or 3 full and a read-only one) in one process, clients running transactions
+//! on registers (`registers.rs`), and faults: lost, duplicated, delayed and reordered
+//! messages; links cut one way or both; replica crashes that lose unsynced data
+//! (sometimes tearing it), with restarts; coordinator lease loss; clock jumps; and the
+//! scavenger finishing abandoned writes. Everything random comes from the seed and the
+//! run is single-threaded, so a seed replays byte for byte.
+//!
+//! Clients run one transaction at a time, or several at one replica at once: those are
+//! prepared one after another (while, sometimes, another client commits through another
+//! replica in between) and then committed together, as group commit does
+//! (`database/commit.rs`), so they share entries or commit at later positions than the
+//! one after their reads.
 //!
 //! Checked on every run:
 //! - at most one value is chosen per position: every value any replica ever applied at
 //!   a position is the same;
 //! - the history of client operations is linearizable per key (so every acknowledged
 //!   write is seen by every later current read, and nothing seen is unseen);
+//! - serializability: replaying the chosen log explains every acknowledged
+//!   transaction's reads at its position;
 //! - no acknowledged write is lost: at the end the network heals, every replica
 //!   restarts, and a current read of every key at every replica that serves reads joins
 //!   the history;
 //! - once healed, every replica serves current reads (writes never stop for good).
-//!
-//! Clients run one operation at a time; operations overlap only through outcomes left
-//! unknown (an operation that timed out may take effect at any later time).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -30,19 +35,16 @@ use bigtable::EngineOptions;
 
 use super::history::{check_history, Call, Operation, Status};
 use super::network::{FaultRates, NetTransport, Network};
+use super::registers::{
+    check_serializable, group_key, Observed, Op, Reg, Txn, GROUPS, PER_GROUP, SCHEMA,
+};
 use super::Rng;
 use crate::cluster::{Cluster, ClusterOptions};
+use crate::database::{Prepared, Ran, Verdict};
 use crate::replicas::{ReplicaKind, Transport, Waiter};
 use crate::replication::ProposeOptions;
-use crate::{Database, DatabaseOptions, Entity, Error, GroupKey, ReadMode, Value};
+use crate::{Database, DatabaseOptions, Error};
 
-const SCHEMA: &str = "
-CREATE SCHEMA Sim;
-CREATE TABLE Register { required int64 id; optional int64 value; }
-  PRIMARY KEY(id), ENTITY GROUP ROOT;
-";
-
-const KEYS: i64 = 3;
 const CLIENTS: u64 = 3;
 const LEASE_MICROS: i64 = 50_000;
 
@@ -61,7 +63,16 @@ pub struct SystemReport {
     pub clock_jumps: usize,
     pub scavenged: usize,
     pub messages: u64,
+    /// Transactions prepared in a batch and committed together.
+    pub batched: usize,
+    /// Of those, the ones that shared their entry with another.
+    pub shared_entry: usize,
+    /// And the ones committed past the position after their read (something else
+    /// committed in between, writing nothing they read).
+    pub past_read: usize,
     pub history: Vec<Operation>,
+    /// The acknowledged transactions, for the serializability check.
+    pub transactions: Vec<Txn>,
     pub violations: Vec<String>,
 }
 
@@ -90,8 +101,16 @@ struct World {
     report: SystemReport,
 }
 
-fn group(key: i64) -> GroupKey {
-    GroupKey::new("Register", vec![Value::Int64(key)])
+/// A finished client operation, to be recorded.
+struct Done {
+    client: u64,
+    op: Op,
+    called_ns: u64,
+    returned_ns: Option<u64>,
+    observed: Option<Observed>,
+    status: Status,
+    /// Where it took effect, if acknowledged: (position, wrote).
+    effect: Option<(u64, bool)>,
 }
 
 /// Runs seed `seed` with `operations` client operations.
@@ -182,13 +201,20 @@ pub fn run_system(seed: u64, operations: usize) -> SystemReport {
     };
     for step in 0..operations {
         world.fault(step);
-        world.client_operation();
+        if world.rng.one_in(4) {
+            world.client_batch();
+        } else {
+            world.client_operation();
+        }
         world.check_chosen();
     }
     world.finish();
     let mut report = world.report;
     report.operations = operations;
     report.violations.extend(check_history(&report.history));
+    report
+        .violations
+        .extend(check_serializable(&world.chosen, &report.transactions));
     report
 }
 
@@ -297,50 +323,200 @@ impl World {
         }
     }
 
+    fn random_op(&mut self, group: i64) -> Op {
+        let reg = Reg {
+            group,
+            id: self.rng.below(PER_GROUP as u64) as i64,
+        };
+        let value = self.rng.below(1_000_000) as i64;
+        match self.rng.below(12) {
+            0..=3 => Op::Read(reg),
+            4..=6 => Op::Write(reg, value),
+            7..=9 => {
+                let blind = match self.rng.below(3) {
+                    0 => None,
+                    _ => Some(self.rng.below(1_000_000) as i64),
+                };
+                // Prefer a value some client saw: a blind compare-and-set almost never
+                // swaps.
+                Op::Cas(reg, self.last_seen(reg).or(blind), value)
+            }
+            _ => {
+                let to = Reg {
+                    group,
+                    id: (reg.id + 1 + self.rng.below(PER_GROUP as u64 - 1) as i64) % PER_GROUP,
+                };
+                Op::Copy(reg, to)
+            }
+        }
+    }
+
+    /// The replica a client is attached to.
+    fn client_replica(&self, client: u64) -> usize {
+        let serving = self.serving();
+        serving[client as usize % serving.len()]
+    }
+
     fn client_operation(&mut self) {
         let client = self.rng.below(CLIENTS);
-        let serving = self.serving();
-        let replica = serving[client as usize % serving.len()];
-        let key = self.rng.below(KEYS as u64) as i64;
-        let kind = self.rng.below(10);
-        let value = self.rng.below(1_000_000) as i64;
-        let expected = match self.rng.below(3) {
-            0 => None,
-            _ => Some(self.rng.below(1_000_000) as i64),
-        };
-        // Prefer a value some client saw: a blind compare-and-set almost never swaps.
-        let expected = self.last_seen(key).or(expected);
+        let group = self.rng.below(GROUPS as u64) as i64;
+        let op = self.random_op(group);
         let pause = 1 + self.rng.below(100);
         self.tick(pause);
-        let called = self.now_ns();
-        let Ok(db) = self.cluster.replica(replica) else {
+        let Ok(db) = self.cluster.replica(self.client_replica(client)) else {
             return; // the client's replica is down: nothing was sent
         };
-        let (call, status) = match kind {
-            0..=3 => read_op(db, key),
-            4..=6 => write_op(db, key, value),
-            _ => cas_op(db, key, expected, value),
-        };
+        let done = self.run_one(db, client, op);
+        self.record(done);
+        self.tick(1);
+    }
+
+    /// Runs `op` as a transaction of its own at `db`.
+    fn run_one(&self, db: &Database, client: u64, op: Op) -> Done {
+        let called_ns = self.now_ns();
+        let mut last = None;
+        let result = db.transact(&op.group_key(), |tx| {
+            let seen = op.run(tx)?;
+            last = Some(seen.clone());
+            Ok(seen)
+        });
         self.tick(1); // an operation takes time: it returns after it was called
-        let returned = (status == Status::Ok || status == Status::Fail).then(|| self.now_ns());
-        match status {
+        let status = match (&result, op) {
+            (Ok(_), _) => Status::Ok,
+            (Err(Error::TooManyConflicts { .. }), _) | (Err(_), Op::Read(_)) => Status::Fail,
+            // An error after the entry may have been proposed leaves the outcome unknown.
+            (Err(_), _) => Status::Unknown,
+        };
+        let effect = result.as_ref().ok().map(|(_, c)| (c.position, c.wrote));
+        Done {
+            client,
+            op,
+            called_ns,
+            returned_ns: (status != Status::Unknown).then(|| self.now_ns()),
+            observed: result.map(|(seen, _)| seen).ok().or(last),
+            status,
+            effect,
+        }
+    }
+
+    /// Several clients' transactions on one group at one replica, prepared one after
+    /// another and committed together; sometimes another client commits through
+    /// another replica between two preparations.
+    fn client_batch(&mut self) {
+        let client = self.rng.below(CLIENTS);
+        let replica = self.client_replica(client);
+        let group = self.rng.below(GROUPS as u64) as i64;
+        let size = 2 + self.rng.below(3) as usize;
+        let mut plan = Vec::new();
+        for _ in 0..size {
+            let op = self.random_op(group);
+            let other = self.rng.one_in(3).then(|| {
+                let client = self.rng.below(CLIENTS);
+                (self.client_replica(client), client, self.random_op(group))
+            });
+            plan.push((self.rng.below(CLIENTS), op, other));
+        }
+        let pause = 1 + self.rng.below(100);
+        self.tick(pause);
+        let Ok(db) = self.cluster.replica(replica) else {
+            return;
+        };
+        let mut done = Vec::new();
+        let mut prepared: Vec<(Done, Prepared)> = Vec::new();
+        for (client, op, other) in plan {
+            let called_ns = self.now_ns();
+            let outcome = db.prepare(&group_key(group), |tx| op.run(tx));
+            self.tick(1);
+            let returned_ns = Some(self.now_ns());
+            let finished = |observed, status, effect| Done {
+                client,
+                op,
+                called_ns,
+                returned_ns,
+                observed,
+                status,
+                effect,
+            };
+            match outcome {
+                Ok(Ran::ReadOnly(seen, c)) => {
+                    done.push(finished(Some(seen), Status::Ok, Some((c.position, false))))
+                }
+                Ok(Ran::Wrote(seen, tx)) => {
+                    prepared.push((finished(Some(seen), Status::Ok, None), tx))
+                }
+                Err(_) => done.push(finished(None, Status::Fail, None)),
+            }
+            if let Some((at, client, op)) = other {
+                if let Ok(other_db) = self.cluster.replica(at) {
+                    done.push(self.run_one(other_db, client, op));
+                }
+            }
+        }
+        let (mut waiting, txs): (Vec<Done>, Vec<Prepared>) = prepared.into_iter().unzip();
+        let verdicts = db
+            .commit_prepared(&group_key(group), &txs)
+            .unwrap_or_else(|e| {
+                txs.iter()
+                    .map(|_| Err(Error::Unavailable(e.to_string())))
+                    .collect()
+            });
+        self.tick(1);
+        let now = self.now_ns();
+        self.report.batched += waiting.len();
+        let mut entries = BTreeMap::new();
+        for (tx, verdict) in txs.iter().zip(&verdicts) {
+            if let Ok(Verdict::Committed { position, .. }) = verdict {
+                *entries.entry(*position).or_insert(0) += 1;
+                if *position > tx.read_at + 1 {
+                    self.report.past_read += 1;
+                }
+            }
+        }
+        self.report.shared_entry += entries.values().filter(|n| **n > 1).sum::<usize>();
+        for (d, verdict) in waiting.iter_mut().zip(verdicts) {
+            (d.status, d.effect) = match verdict {
+                Ok(Verdict::Committed { position, .. }) => (Status::Ok, Some((position, true))),
+                Ok(Verdict::Rerun) => (Status::Fail, None),
+                Err(_) => (Status::Unknown, None),
+            };
+            d.returned_ns = (d.status != Status::Unknown).then_some(now);
+        }
+        for d in done.into_iter().chain(waiting) {
+            self.record(d);
+        }
+        self.tick(1);
+    }
+
+    fn record(&mut self, d: Done) {
+        match d.status {
             Status::Ok => self.report.acknowledged += 1,
             Status::Fail => self.report.failed += 1,
             Status::Unknown => self.report.unknown += 1,
         }
-        self.report.history.push(Operation {
-            client,
-            key: format!("register-{key}"),
-            call,
-            called_ns: called,
-            returned_ns: returned,
-            status,
-        });
-        self.tick(1);
+        self.report.history.extend(d.op.history(
+            d.client,
+            d.observed.as_ref(),
+            d.status,
+            d.called_ns,
+            d.returned_ns,
+        ));
+        if let (Status::Ok, Some((position, wrote))) = (d.status, d.effect) {
+            self.report.transactions.push(Txn {
+                group: d.op.group(),
+                position,
+                wrote,
+                reads: d
+                    .observed
+                    .as_ref()
+                    .map(|o| o.reads.clone())
+                    .unwrap_or_default(),
+                writes: d.observed.and_then(|o| o.wrote).into_iter().collect(),
+            });
+        }
     }
 
-    fn last_seen(&self, key: i64) -> Option<i64> {
-        let name = format!("register-{key}");
+    fn last_seen(&self, reg: Reg) -> Option<i64> {
+        let name = reg.name();
         self.report
             .history
             .iter()
@@ -359,10 +535,11 @@ impl World {
             let Ok(db) = self.cluster.replica(i) else {
                 continue;
             };
-            for key in 0..KEYS {
-                let (Ok((meta, positions)), Ok(root)) =
-                    (db.group_meta(&group(key)), db.root_row(&group(key)))
-                else {
+            for group in 0..GROUPS {
+                let (Ok((meta, positions)), Ok(root)) = (
+                    db.group_meta(&group_key(group)),
+                    db.root_row(&group_key(group)),
+                ) else {
                     continue;
                 };
                 let peer = db.peer();
@@ -370,13 +547,13 @@ impl World {
                     let Ok(Some(value)) = peer.chosen_value(&root, p) else {
                         continue;
                     };
-                    match self.chosen.get(&(key, p)) {
+                    match self.chosen.get(&(group, p)) {
                         Some(v) if *v != value => self.report.violations.push(format!(
-                            "two values chosen at position {p} of register-{key} (replica {i} differs)"
+                            "two values chosen at position {p} of group {group} (replica {i} differs)"
                         )),
                         Some(_) => {}
                         None => {
-                            self.chosen.insert((key, p), value);
+                            self.chosen.insert((group, p), value);
                         }
                     }
                 }
@@ -397,92 +574,26 @@ impl World {
         }
         self.tick(2 * LEASE_MICROS as u64);
         for replica in self.serving() {
-            for key in 0..KEYS {
+            for reg in Reg::all() {
                 self.tick(1);
-                let called = self.now_ns();
                 let Ok(db) = self.cluster.replica(replica) else {
                     continue;
                 };
-                let (call, status) = read_op(db, key);
-                if status != Status::Ok {
-                    let why = db.read(&group(key), ReadMode::Current).err();
+                let done = self.run_one(db, 100 + replica as u64, Op::Read(reg));
+                if done.status != Status::Ok {
+                    let why = db
+                        .transact(&group_key(reg.group), |tx| Op::Read(reg).run(tx))
+                        .err();
                     self.report.violations.push(format!(
-                        "after healing, replica {replica} cannot read register-{key}: {why:?}"
+                        "after healing, replica {replica} cannot read {}: {why:?}",
+                        reg.name()
                     ));
                     continue;
                 }
-                self.report.history.push(Operation {
-                    client: 100 + replica as u64,
-                    key: format!("register-{key}"),
-                    call,
-                    called_ns: called,
-                    returned_ns: Some(self.now_ns()),
-                    status,
-                });
+                self.record(done);
             }
         }
         self.check_chosen();
         self.report.messages = self.net.requests();
     }
-}
-
-fn register(tx_get: Result<Option<Entity>, Error>) -> Result<Option<i64>, Error> {
-    Ok(match tx_get?.and_then(|e| e.get("value").cloned()) {
-        Some(Value::Int64(v)) => Some(v),
-        _ => None,
-    })
-}
-
-fn entity(key: i64, value: i64) -> Entity {
-    Entity::new("Register")
-        .set("id", Value::Int64(key))
-        .set("value", Value::Int64(value))
-}
-
-fn read_op(db: &Database, key: i64) -> (Call, Status) {
-    let read = db
-        .read(&group(key), ReadMode::Current)
-        .and_then(|s| register(s.get("Register", &[Value::Int64(key)])));
-    match read {
-        Ok(output) => (Call::Read { output }, Status::Ok),
-        // A read that failed changed nothing.
-        Err(_) => (Call::Read { output: None }, Status::Fail),
-    }
-}
-
-/// The status of a write that returned `result`: an error after the entry may have
-/// been proposed leaves the outcome unknown; losing every attempt's position means it
-/// was never chosen.
-fn write_status<T>(result: &Result<T, Error>) -> Status {
-    match result {
-        Ok(_) => Status::Ok,
-        Err(Error::TooManyConflicts { .. }) => Status::Fail,
-        Err(_) => Status::Unknown,
-    }
-}
-
-fn write_op(db: &Database, key: i64, value: i64) -> (Call, Status) {
-    let result = db.transact(&group(key), |tx| tx.put(entity(key, value)));
-    (Call::Write { value }, write_status(&result))
-}
-
-fn cas_op(db: &Database, key: i64, expected: Option<i64>, new: i64) -> (Call, Status) {
-    let result = db.transact(&group(key), |tx| {
-        let current = register(tx.get("Register", &[Value::Int64(key)]))?;
-        if current != expected {
-            return Ok(false);
-        }
-        tx.put(entity(key, new))?;
-        Ok(true)
-    });
-    let status = write_status(&result);
-    let swapped = result.ok().map(|(s, _)| s);
-    (
-        Call::Cas {
-            expected,
-            new,
-            swapped,
-        },
-        status,
-    )
 }

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use megastore::sim::system::run_system;
+use megastore::sim::system::{run_system, SystemReport};
 
 #[derive(Parser)]
 #[command(about = "Seeded simulation of a replicated Megastore database under faults")]
@@ -28,6 +28,46 @@ struct Cli {
     history_out: Option<PathBuf>,
 }
 
+/// What the seeds did, summed.
+#[derive(Default)]
+struct Totals {
+    acknowledged: usize,
+    unknown: usize,
+    crashes: usize,
+    transactions: usize,
+    batched: usize,
+    shared_entry: usize,
+    past_read: usize,
+}
+
+impl Totals {
+    fn add(&mut self, report: &SystemReport) {
+        self.acknowledged += report.acknowledged;
+        self.unknown += report.unknown;
+        self.crashes += report.crashes;
+        self.transactions += report.transactions.len();
+        self.batched += report.batched;
+        self.shared_entry += report.shared_entry;
+        self.past_read += report.past_read;
+    }
+}
+
+impl std::fmt::Display for Totals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} acknowledged operations ({} transactions replayed against the log), {} unknown outcomes, {} replica crashes; group commit: {} transactions submitted together, {} sharing an entry, {} past the position after their read",
+            self.acknowledged,
+            self.transactions,
+            self.unknown,
+            self.crashes,
+            self.batched,
+            self.shared_entry,
+            self.past_read
+        )
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(dir) = &cli.history_out {
@@ -38,12 +78,10 @@ fn main() -> ExitCode {
     }
     let started = Instant::now();
     let mut violations = 0usize;
-    let (mut acknowledged, mut unknown, mut crashes) = (0usize, 0usize, 0usize);
+    let mut totals = Totals::default();
     for (i, seed) in (cli.start..cli.start.saturating_add(cli.seeds)).enumerate() {
         let report = run_system(seed, cli.ops);
-        acknowledged += report.acknowledged;
-        unknown += report.unknown;
-        crashes += report.crashes;
+        totals.add(&report);
         if let Some(dir) = &cli.history_out {
             let text: String = report
                 .history
@@ -68,18 +106,10 @@ fn main() -> ExitCode {
             );
         }
         if (i + 1) % 1000 == 0 {
-            eprintln!(
-                "{} seeds in {:.1?}: {acknowledged} acknowledged operations, {unknown} unknown, {crashes} crashes",
-                i + 1,
-                started.elapsed()
-            );
+            eprintln!("{} seeds in {:.1?}: {totals}", i + 1, started.elapsed());
         }
     }
-    eprintln!(
-        "{} seeds in {:.1?}: {acknowledged} acknowledged operations, {unknown} unknown outcomes, {crashes} replica crashes",
-        cli.seeds,
-        started.elapsed()
-    );
+    eprintln!("{} seeds in {:.1?}: {totals}", cli.seeds, started.elapsed());
     println!("simulated {} seeds: {violations} violations", cli.seeds);
     if violations == 0 {
         ExitCode::SUCCESS
