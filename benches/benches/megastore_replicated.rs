@@ -4,19 +4,21 @@
 //!   thread, with 3 full replicas on the fast path (ballot 0 at the leader, then the
 //!   others) and on the forced slow path (prepare, then accept), and with 2 full
 //!   replicas and a witness;
-//! - throughput on one group from 4 threads at 3 replicas (which contend for positions),
-//!   and across 1000 groups from 4 threads;
+//! - throughput on one group from 4 threads: on one counter, spread over the 3
+//!   replicas (contending); each on its own counter at one replica (group commit shares
+//!   log entries among them) and spread over the replicas (a transaction that lost its
+//!   position commits at the next without running again); and across 1000 groups;
 //! - current-read latency at a replica whose coordinator knows the group is up to date.
 //!
-//! After each commit case a line gives conflicts per commit.
+//! After each commit case a line gives conflicts per commit and commits per log entry.
 //!
 //! `cargo bench -p benches --bench megastore_replicated`
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use benches::megastore_counter::{counter_key, group, increment, SCHEMA};
+use benches::megastore_counter::{counter_key, group, increment, Counter, Load, SCHEMA};
 use bigtable::fs::RealFs;
 use bigtable::EngineOptions;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -58,31 +60,12 @@ fn open(kinds: &[ReplicaKind], fast_path: bool) -> Setup {
     }
 }
 
-/// Runs `total` increments from `threads` threads, each writing at replica
-/// `t % full replicas`, thread `t` on groups `t, t + threads, ...` modulo `groups`.
-fn increments(cluster: &Arc<Cluster>, threads: u64, groups: u64, total: u64) -> Duration {
-    let per_thread = total.div_ceil(threads);
-    let writers: Vec<usize> = (0..cluster.len())
-        .filter(|&i| cluster.members()[i].kind == FULL)
-        .collect();
-    let started = Instant::now();
-    std::thread::scope(|s| {
-        for t in 0..threads {
-            let cluster = cluster.clone();
-            let at = writers[t as usize % writers.len()];
-            s.spawn(move || {
-                let db = cluster.replica(at).expect("replica runs");
-                for i in 0..per_thread {
-                    let id = ((t + i * threads) % groups) as i64;
-                    db.transact(&group(id), |tx| increment(tx, id))
-                        .expect("commit during benchmark");
-                }
-            });
-        }
-    });
-    started
-        .elapsed()
-        .mul_f64(total as f64 / (per_thread * threads) as f64)
+/// Where a case's threads write: all at the first replica, or thread `t` at full
+/// replica `t % full replicas`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Writers {
+    OneReplica,
+    Spread,
 }
 
 fn commit_case(
@@ -90,15 +73,27 @@ fn commit_case(
     name: &str,
     kinds: &[ReplicaKind],
     fast_path: bool,
-    threads: u64,
-    groups: u64,
+    load: Load,
+    writers: Writers,
 ) {
     let setup = open(kinds, fast_path);
     let stats = |s: &Setup| {
         (0..s.cluster.len())
             .filter_map(|i| s.cluster.replica(i).ok())
             .map(|db| db.stats())
-            .fold((0, 0), |(c, x), st| (c + st.commits, x + st.conflicts))
+            .fold((0, 0, 0), |(c, x, e), st| {
+                (c + st.commits, x + st.conflicts, e + st.entries)
+            })
+    };
+    let full: Vec<usize> = (0..setup.cluster.len())
+        .filter(|&i| setup.cluster.members()[i].kind == FULL)
+        .collect();
+    let at = |t: u64| {
+        let replica = match writers {
+            Writers::OneReplica => full[0],
+            Writers::Spread => full[t as usize % full.len()],
+        };
+        setup.cluster.replica(replica).expect("replica runs")
     };
     let before = stats(&setup);
     let mut bench = c.benchmark_group(name);
@@ -106,27 +101,43 @@ fn commit_case(
     bench
         .sample_size(10)
         .measurement_time(Duration::from_secs(5));
-    bench.bench_function(BenchmarkId::new("threads", threads), |b| {
-        b.iter_custom(|iters| increments(&setup.cluster, threads, groups, iters))
+    bench.bench_function(BenchmarkId::new("threads", load.threads), |b| {
+        b.iter_custom(|iters| load.run(iters, at))
     });
     bench.finish();
     let after = stats(&setup);
     let commits = (after.0 - before.0).max(1) as f64;
     println!(
-        "{name}/threads/{threads}: {:.2} conflicts per commit",
-        (after.1 - before.1) as f64 / commits
+        "{name}/threads/{}: {:.2} conflicts per commit, {:.2} commits per log entry",
+        load.threads,
+        (after.1 - before.1) as f64 / commits,
+        commits / (after.2 - before.2).max(1) as f64,
     );
 }
 
 fn commits(c: &mut Criterion) {
-    commit_case(c, "replicated_3full_fast_one_group", &[FULL; 3], true, 1, 1);
+    let load = |threads, groups, counter| Load {
+        threads,
+        groups,
+        counter,
+    };
+    let one = load(1, 1, Counter::Shared);
+    let (only, spread) = (Writers::OneReplica, Writers::Spread);
+    commit_case(
+        c,
+        "replicated_3full_fast_one_group",
+        &[FULL; 3],
+        true,
+        one,
+        only,
+    );
     commit_case(
         c,
         "replicated_3full_slow_one_group",
         &[FULL; 3],
         false,
-        1,
-        1,
+        one,
+        only,
     );
     let witness = [FULL, FULL, ReplicaKind::Witness];
     commit_case(
@@ -134,17 +145,43 @@ fn commits(c: &mut Criterion) {
         "replicated_2full_witness_one_group",
         &witness,
         true,
-        1,
-        1,
+        one,
+        only,
     );
-    commit_case(c, "replicated_3full_fast_one_group", &[FULL; 3], true, 4, 1);
+    let contending = load(4, 1, Counter::Shared);
+    commit_case(
+        c,
+        "replicated_3full_fast_one_group",
+        &[FULL; 3],
+        true,
+        contending,
+        spread,
+    );
+    let own = load(4, 1, Counter::PerThread);
+    commit_case(
+        c,
+        "replicated_3full_one_group_own_counters",
+        &[FULL; 3],
+        true,
+        own,
+        only,
+    );
+    commit_case(
+        c,
+        "replicated_3full_one_group_own_counters_spread",
+        &[FULL; 3],
+        true,
+        own,
+        spread,
+    );
+    let many = load(4, 1000, Counter::Shared);
     commit_case(
         c,
         "replicated_3full_fast_1000_groups",
         &[FULL; 3],
         true,
-        4,
-        1000,
+        many,
+        spread,
     );
 }
 
@@ -156,7 +193,7 @@ fn current_read(c: &mut Criterion) {
             .cluster
             .replica(0)
             .expect("replica runs")
-            .transact(&group(id), |tx| increment(tx, id))
+            .transact(&group(id), |tx| increment(tx, id, 0))
             .expect("setup commit");
         db.read(&group(id), ReadMode::Current).expect("validate");
     }
@@ -167,7 +204,7 @@ fn current_read(c: &mut Criterion) {
         b.iter(|| {
             id = (id + 1) % 100;
             let snap = db.read(&group(id), ReadMode::Current).expect("read");
-            snap.get("Counter", &counter_key(id)).expect("get")
+            snap.get("Counter", &counter_key(id, 0)).expect("get")
         })
     });
     bench.finish();

@@ -1,19 +1,20 @@
 //! Megastore on one replica, on the real file system with every commit synced:
 //! - commit latency and throughput of read-modify-write transactions (read a counter,
-//!   write it back plus one) on one entity group, from 1 and 4 threads (the 4 contend
-//!   for the group's log positions, so most attempts conflict and retry);
+//!   write it back plus one) on one entity group, from 1 and 4 threads: the 4 on one
+//!   counter (contending: a transaction whose counter changed runs again), or each on
+//!   its own counter (group commit puts several in one log entry);
 //! - the same on 1000 groups, 4 threads spread over them (no contention);
 //! - current-read latency: roll forward (nothing to apply), then get one entity.
 //!
 //! Criterion reports time per committed transaction (or read); after each commit case
-//! a line gives the conflicts per commit and fsyncs per commit.
+//! a line gives the conflicts per commit, commits per log entry and fsyncs per commit.
 //!
 //! `cargo bench -p benches --bench megastore_txn`
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use benches::megastore_counter::{counter_key, group, increment, SCHEMA};
+use benches::megastore_counter::{counter_key, group, increment, Counter, Load, SCHEMA};
 use bigtable::fs::RealFs;
 use bigtable::{Engine, EngineOptions};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -42,29 +43,7 @@ fn open() -> Setup {
     }
 }
 
-/// Runs `total` increments from `threads` threads, thread `t` on groups
-/// `t, t + threads, ...` modulo `groups`; returns the wall time.
-fn increments(db: &Arc<Database>, threads: u64, groups: u64, total: u64) -> Duration {
-    let per_thread = total.div_ceil(threads);
-    let started = Instant::now();
-    std::thread::scope(|s| {
-        for t in 0..threads {
-            let db = db.clone();
-            s.spawn(move || {
-                for i in 0..per_thread {
-                    let id = ((t + i * threads) % groups) as i64;
-                    db.transact(&group(id), |tx| increment(tx, id))
-                        .expect("commit during benchmark");
-                }
-            });
-        }
-    });
-    started
-        .elapsed()
-        .mul_f64(total as f64 / (per_thread * threads) as f64)
-}
-
-fn commit_case(c: &mut Criterion, name: &str, threads: u64, groups: u64) {
+fn commit_case(c: &mut Criterion, name: &str, load: Load) {
     let setup = open();
     let before = (setup.db.stats(), setup.engine.log_syncs());
     let mut commits = 0u64;
@@ -73,26 +52,39 @@ fn commit_case(c: &mut Criterion, name: &str, threads: u64, groups: u64) {
     bench
         .sample_size(10)
         .measurement_time(Duration::from_secs(5));
-    bench.bench_function(BenchmarkId::new("threads", threads), |b| {
+    bench.bench_function(BenchmarkId::new("threads", load.threads), |b| {
         b.iter_custom(|iters| {
             commits += iters;
-            increments(&setup.db, threads, groups, iters)
+            load.run(iters, |_| &setup.db)
         })
     });
     bench.finish();
     let after = (setup.db.stats(), setup.engine.log_syncs());
     let done = (after.0.commits - before.0.commits).max(1) as f64;
+    let entries = (after.0.entries - before.0.entries).max(1) as f64;
     println!(
-        "{name}/threads/{threads}: {:.2} conflicts per commit, {:.2} fsyncs per commit ({commits} commits asked)",
+        "{name}/threads/{}: {:.2} conflicts per commit, {:.2} commits per log entry, {:.2} fsyncs per commit ({commits} commits asked)",
+        load.threads,
         (after.0.conflicts - before.0.conflicts) as f64 / done,
+        done / entries,
         (after.1 - before.1) as f64 / done,
     );
 }
 
 fn commits(c: &mut Criterion) {
-    commit_case(c, "commit_one_group", 1, 1);
-    commit_case(c, "commit_one_group", 4, 1);
-    commit_case(c, "commit_1000_groups", 4, 1000);
+    let load = |threads, groups, counter| Load {
+        threads,
+        groups,
+        counter,
+    };
+    commit_case(c, "commit_one_group", load(1, 1, Counter::Shared));
+    commit_case(c, "commit_one_group", load(4, 1, Counter::Shared));
+    commit_case(
+        c,
+        "commit_one_group_own_counters",
+        load(4, 1, Counter::PerThread),
+    );
+    commit_case(c, "commit_1000_groups", load(4, 1000, Counter::Shared));
 }
 
 fn current_read(c: &mut Criterion) {
@@ -100,7 +92,7 @@ fn current_read(c: &mut Criterion) {
     for id in 0..100 {
         setup
             .db
-            .transact(&group(id), |tx| increment(tx, id))
+            .transact(&group(id), |tx| increment(tx, id, 0))
             .expect("setup commit");
     }
     let mut bench = c.benchmark_group("read");
@@ -111,7 +103,7 @@ fn current_read(c: &mut Criterion) {
             b.iter(|| {
                 id = (id + 1) % 100;
                 let snap = setup.db.read(&group(id), mode).expect("read");
-                snap.get("Counter", &counter_key(id)).expect("get")
+                snap.get("Counter", &counter_key(id, 0)).expect("get")
             })
         });
     }

@@ -1,7 +1,9 @@
-//! The Megastore benchmarks' workload: a counter entity in each entity group, which a
-//! read-modify-write transaction reads and writes back plus one.
+//! The Megastore benchmarks' workload: counter entities in each entity group, which a
+//! read-modify-write transaction reads and writes back plus one, from several threads.
 
-use megastore::{Entity, GroupKey, Transaction, Value};
+use std::time::{Duration, Instant};
+
+use megastore::{Database, Entity, GroupKey, Transaction, Value};
 
 pub const SCHEMA: &str = "
 CREATE SCHEMA Bench;
@@ -14,14 +16,14 @@ pub fn group(id: i64) -> GroupKey {
     GroupKey::new("Account", vec![Value::Int64(id)])
 }
 
-/// The key of group `id`'s counter.
-pub fn counter_key(id: i64) -> [Value; 2] {
-    [Value::Int64(id), Value::Int32(0)]
+/// The key of counter `n` of group `id`.
+pub fn counter_key(id: i64, n: i32) -> [Value; 2] {
+    [Value::Int64(id), Value::Int32(n)]
 }
 
-/// Adds one to group `id`'s counter (creating it at 1).
-pub fn increment(tx: &mut Transaction<'_>, id: i64) -> Result<(), megastore::Error> {
-    let value = match tx.get("Counter", &counter_key(id))? {
+/// Adds one to counter `n` of group `id` (creating it at 1).
+pub fn increment(tx: &mut Transaction<'_>, id: i64, n: i32) -> Result<(), megastore::Error> {
+    let value = match tx.get("Counter", &counter_key(id, n))? {
         Some(c) => match c.get("value") {
             Some(Value::Int64(v)) => *v,
             _ => 0,
@@ -31,7 +33,54 @@ pub fn increment(tx: &mut Transaction<'_>, id: i64) -> Result<(), megastore::Err
     tx.put(
         Entity::new("Counter")
             .set("id", Value::Int64(id))
-            .set("n", Value::Int32(0))
+            .set("n", Value::Int32(n))
             .set("value", Value::Int64(value + 1)),
     )
+}
+
+/// Which counter of its group a thread increments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    /// Counter 0: threads on one group contend for one entity.
+    Shared,
+    /// Counter `t` for thread `t`: threads on one group touch disjoint entities, so
+    /// their transactions can share log entries.
+    PerThread,
+}
+
+/// How many threads increment counters of how many groups.
+#[derive(Debug, Clone, Copy)]
+pub struct Load {
+    pub threads: u64,
+    pub groups: u64,
+    pub counter: Counter,
+}
+
+impl Load {
+    /// Runs `total` increments, thread `t` at database `at(t)` on groups
+    /// `t, t + threads, ...` modulo `groups`; returns the wall time, scaled to exactly
+    /// `total` when the threads' shares round it up.
+    pub fn run<'a>(&self, total: u64, at: impl Fn(u64) -> &'a Database + Sync) -> Duration {
+        let per_thread = total.div_ceil(self.threads);
+        let started = Instant::now();
+        std::thread::scope(|s| {
+            for t in 0..self.threads {
+                let db = at(t);
+                let n = match self.counter {
+                    Counter::Shared => 0,
+                    Counter::PerThread => t as i32,
+                };
+                s.spawn(move || {
+                    for i in 0..per_thread {
+                        let id = ((t + i * self.threads) % self.groups) as i64;
+                        db.transact(&group(id), |tx| increment(tx, id, n))
+                            .expect("commit during benchmark");
+                    }
+                });
+            }
+        });
+        started
+            .elapsed()
+            .mul_f64(total as f64 / (per_thread * self.threads) as f64)
+    }
 }
