@@ -1,6 +1,8 @@
 //! An entity group's log replicated over several replicas: a driver that runs the
-//! proposer state machine (`paxos::proposer`) against the replicas' acceptors, one
-//! request at a time, until a value is chosen at a position. Replicas are reached through
+//! proposer state machine (`paxos::proposer`) against the replicas' acceptors until a
+//! value is chosen at a position. The requests the proposer has ready go out together
+//! (in parallel, one thread each, unless `ProposeOptions::parallel` is off), and their
+//! replies are fed back in the order they were sent. Replicas are reached through
 //! the [`Acceptor`] trait: in process, a [`Replica`] itself; across processes, a
 //! replication-server client (later).
 //!
@@ -89,6 +91,9 @@ pub struct ProposeOptions {
     /// Whether a writer starts at the position's leader with ballot 0 (one round trip
     /// when it succeeds); `false` always prepares first (for measurements).
     pub fast_path: bool,
+    /// Whether requests ready together are sent in parallel; `false` sends them one
+    /// after another (the simulator, which must stay single-threaded).
+    pub parallel: bool,
 }
 
 impl Default for ProposeOptions {
@@ -98,6 +103,7 @@ impl Default for ProposeOptions {
             max_rounds: 20,
             max_backoff: Duration::from_millis(2),
             fast_path: true,
+            parallel: true,
         }
     }
 }
@@ -136,26 +142,35 @@ pub fn propose_at(
     let mut rounds = 0;
     let mut accepted: Vec<(usize, u64)> = Vec::new();
     loop {
-        while let Some((to, request)) = outbox.pop_front() {
-            let Some(reply) = ask(replicas[to], root, position, request) else {
-                continue;
-            };
-            if let Reply::Accepted { ballot } = reply {
-                accepted.push((to, ballot));
+        while !outbox.is_empty() {
+            let sent: Vec<(usize, Request)> = outbox.drain(..).collect();
+            let mut outcome = None;
+            for (to, reply) in ask_all(replicas, root, position, sent, options.parallel) {
+                let Some(reply) = reply else {
+                    continue;
+                };
+                if let Reply::Accepted { ballot } = reply {
+                    accepted.push((to, ballot));
+                }
+                if outcome.is_none() {
+                    let backoff = 1 + rng.below(4);
+                    let (sends, decided) = proposer.on_reply(to, reply, backoff);
+                    outbox.extend(sends);
+                    outcome = decided;
+                }
             }
-            let backoff = 1 + rng.below(4);
-            let (sends, outcome) = proposer.on_reply(to, reply, backoff);
             if let Some(outcome) = outcome {
-                let ballot = proposer.ballot();
-                for (to, request) in outbox {
-                    if matches!(request, Request::Accept { .. }) {
-                        if let Some(Reply::Accepted { ballot: b }) =
-                            ask(replicas[to], root, position, request)
-                        {
-                            accepted.push((to, b));
-                        }
+                // The accepts it has ready are delivered too, as on a network.
+                let pending: Vec<(usize, Request)> = outbox
+                    .drain(..)
+                    .filter(|(_, r)| matches!(r, Request::Accept { .. }))
+                    .collect();
+                for (to, reply) in ask_all(replicas, root, position, pending, options.parallel) {
+                    if let Some(Reply::Accepted { ballot }) = reply {
+                        accepted.push((to, ballot));
                     }
                 }
+                let ballot = proposer.ballot();
                 let by = accepted
                     .iter()
                     .filter(|(_, b)| *b == ballot)
@@ -163,7 +178,6 @@ pub fn propose_at(
                     .collect();
                 return Ok((outcome, by));
             }
-            outbox.extend(sends);
         }
         // Nothing left to hear: the attempt failed (refusals or silence). Pause at
         // random, so that dueling proposers stop colliding, and try again.
@@ -241,6 +255,42 @@ pub fn log_end(replicas: &[&dyn Acceptor], root: &RootRow) -> Result<u64, Error>
     Ok(heard.into_iter().max().unwrap_or(0))
 }
 
+/// Sends `requests` and returns each one's reply (`None`: no answer), in the order
+/// sent; in parallel if `parallel`, the first on this thread.
+fn ask_all(
+    replicas: &[&dyn Acceptor],
+    root: &RootRow,
+    position: u64,
+    requests: Vec<(usize, Request)>,
+    parallel: bool,
+) -> Vec<(usize, Option<Reply>)> {
+    if !parallel || requests.len() < 2 {
+        return requests
+            .into_iter()
+            .map(|(to, request)| (to, ask(replicas[to], root, position, request)))
+            .collect();
+    }
+    std::thread::scope(|s| {
+        let mut requests = requests.into_iter();
+        let first = requests.next();
+        let others: Vec<_> = requests
+            .map(|(to, request)| {
+                let replica = replicas[to];
+                (to, s.spawn(move || ask(replica, root, position, request)))
+            })
+            .collect();
+        let mut replies: Vec<(usize, Option<Reply>)> = first
+            .map(|(to, request)| (to, ask(replicas[to], root, position, request)))
+            .into_iter()
+            .collect();
+        for (to, handle) in others {
+            // A panicking acceptor is one that did not answer.
+            replies.push((to, handle.join().ok().flatten()));
+        }
+        replies
+    })
+}
+
 fn ask(replica: &dyn Acceptor, root: &RootRow, position: u64, request: Request) -> Option<Reply> {
     let answer = match request {
         Request::Prepare { ballot } => replica.prepare(root, position, ballot),
@@ -252,5 +302,121 @@ fn ask(replica: &dyn Acceptor, root: &RootRow, position: u64, request: Request) 
             tracing::debug!("replica did not answer: {e}");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use parking_lot::{Condvar, Mutex};
+
+    use super::*;
+    use crate::paxos::acceptor::AcceptorState;
+
+    /// Counts the accepts in progress at once among the replicas that share it.
+    #[derive(Default)]
+    struct InFlight {
+        now: Mutex<(usize, usize)>, // (in progress, most at once)
+        changed: Condvar,
+    }
+
+    /// An acceptor in memory whose accepts wait (up to a bound) for a second accept
+    /// to be in progress at another replica sharing its `InFlight`.
+    struct Meeting {
+        state: Mutex<AcceptorState>,
+        in_flight: Option<Arc<InFlight>>,
+    }
+
+    impl Acceptor for Meeting {
+        fn prepare(&self, _: &RootRow, _: u64, ballot: u64) -> Result<Reply, Error> {
+            let mut state = self.state.lock();
+            Ok(match state.prepare(ballot) {
+                Ok(next) => {
+                    *state = next;
+                    Reply::Promised {
+                        ballot,
+                        accepted: state.accepted.clone(),
+                    }
+                }
+                Err(_) => Reply::Refused {
+                    ballot,
+                    promised: state.promised,
+                },
+            })
+        }
+
+        fn accept(&self, _: &RootRow, _: u64, ballot: u64, value: &[u8]) -> Result<Reply, Error> {
+            if let Some(meet) = &self.in_flight {
+                let mut now = meet.now.lock();
+                now.0 += 1;
+                now.1 = now.1.max(now.0);
+                meet.changed.notify_all();
+                // Bounded, so that sequential sends fail the test instead of hanging it.
+                let _ = meet
+                    .changed
+                    .wait_while_for(&mut now, |n| n.1 < 2, Duration::from_secs(10));
+                now.0 -= 1;
+            }
+            let mut state = self.state.lock();
+            Ok(match state.accept(ballot, value) {
+                Ok(next) => {
+                    *state = next;
+                    Reply::Accepted { ballot }
+                }
+                Err(_) => Reply::Refused {
+                    ballot,
+                    promised: state.promised,
+                },
+            })
+        }
+
+        fn highest_position(&self, _: &RootRow) -> Result<u64, Error> {
+            Ok(0)
+        }
+
+        fn chosen_value(&self, _: &RootRow, _: u64) -> Result<Option<Vec<u8>>, Error> {
+            Ok(None)
+        }
+    }
+
+    #[test]
+    fn the_fast_path_accepts_at_the_others_in_parallel() {
+        let in_flight = Arc::new(InFlight::default());
+        let replicas: Vec<Meeting> = (0..3)
+            .map(|i| Meeting {
+                state: Mutex::new(AcceptorState::default()),
+                in_flight: (i > 0).then(|| in_flight.clone()),
+            })
+            .collect();
+        let views: Vec<&dyn Acceptor> = replicas.iter().map(|r| r as &dyn Acceptor).collect();
+        let root = RootRow {
+            table: "t".into(),
+            row: b"g".to_vec(),
+        };
+        let (outcome, accepted) = propose_at(
+            &views,
+            &root,
+            1,
+            b"v".to_vec(),
+            Some(0),
+            ProposeOptions::default(),
+            &mut Rng::new(1),
+        )
+        .unwrap();
+        assert_eq!(
+            outcome,
+            Outcome::Chosen {
+                value: b"v".to_vec(),
+                ours: true
+            }
+        );
+        assert_eq!(accepted, BTreeSet::from([0, 1, 2]));
+        assert_eq!(
+            in_flight.now.lock().1,
+            2,
+            "both others' accepts were in progress at once"
+        );
     }
 }

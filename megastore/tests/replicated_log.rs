@@ -113,6 +113,7 @@ fn options(proposer: u32) -> ProposeOptions {
         max_rounds: 50,
         max_backoff: Duration::from_micros(500),
         fast_path: true,
+        parallel: true,
     }
 }
 

@@ -155,6 +155,7 @@ pub fn run_system(seed: u64, operations: usize) -> SystemReport {
             max_backoff: Duration::from_micros(1),
             // One run in four never takes the fast path.
             fast_path: !rng.one_in(4),
+            parallel: false,
         },
         seed: Some(rng.next_u64()),
         database: DatabaseOptions {
