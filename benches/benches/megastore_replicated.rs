@@ -14,18 +14,15 @@
 //!
 //! `cargo bench -p benches --bench megastore_replicated`
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use benches::megastore_counter::{counter_key, group, increment, Counter, Load, SCHEMA};
-use bigtable::fs::RealFs;
-use bigtable::EngineOptions;
+use benches::megastore_counter::{counter_key, group, increment, open_cluster, Counter, Load};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use megastore::cluster::{Cluster, ClusterOptions};
+use megastore::cluster::Cluster;
 use megastore::replicas::ReplicaKind;
 use megastore::replication::ProposeOptions;
-use megastore::{DatabaseOptions, ReadMode};
+use megastore::ReadMode;
 
 const FULL: ReplicaKind = ReplicaKind::Full;
 
@@ -36,24 +33,11 @@ struct Setup {
 
 fn open(kinds: &[ReplicaKind], fast_path: bool) -> Setup {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let dirs: Vec<PathBuf> = (0..kinds.len())
-        .map(|i| dir.path().join(format!("replica-{i}")))
-        .collect();
-    let options = ClusterOptions {
-        kinds: kinds.to_vec(),
-        engine: EngineOptions::default(),
-        propose: ProposeOptions {
-            fast_path,
-            ..ProposeOptions::default()
-        },
-        database: DatabaseOptions {
-            max_attempts: 1_000_000,
-            ..DatabaseOptions::default()
-        },
-        ..ClusterOptions::default()
+    let propose = ProposeOptions {
+        fast_path,
+        ..ProposeOptions::default()
     };
-    let fs = kinds.iter().map(|_| RealFs::shared()).collect();
-    let cluster = Cluster::open(fs, dirs, SCHEMA, options).expect("cluster");
+    let cluster = open_cluster(dir.path(), kinds, propose).expect("cluster");
     Setup {
         cluster: Arc::new(cluster),
         _dir: dir,

@@ -1,9 +1,16 @@
 //! The Megastore benchmarks' workload: counter entities in each entity group, which a
 //! read-modify-write transaction reads and writes back plus one, from several threads.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use megastore::{Database, Entity, GroupKey, Transaction, Value};
+use std::path::Path;
+
+use bigtable::fs::RealFs;
+use megastore::cluster::{Cluster, ClusterOptions};
+use megastore::replicas::ReplicaKind;
+use megastore::replication::ProposeOptions;
+use megastore::{Database, DatabaseOptions, Entity, GroupKey, Transaction, Value};
 
 pub const SCHEMA: &str = "
 CREATE SCHEMA Bench;
@@ -11,6 +18,29 @@ CREATE TABLE Account { required int64 id; } PRIMARY KEY(id), ENTITY GROUP ROOT;
 CREATE TABLE Counter { required int64 id; required int32 n; required int64 value; }
   PRIMARY KEY(id, n), IN TABLE Account, ENTITY GROUP KEY(id) REFERENCES Account;
 ";
+
+/// An embedded cluster of `kinds` on the real file system, replica `i` in
+/// `root/replica-i`, proposing with `propose`; transactions retry without limit.
+pub fn open_cluster(
+    root: &Path,
+    kinds: &[ReplicaKind],
+    propose: ProposeOptions,
+) -> Result<Cluster, megastore::Error> {
+    let dirs = (0..kinds.len())
+        .map(|i| root.join(format!("replica-{i}")))
+        .collect();
+    let options = ClusterOptions {
+        kinds: kinds.to_vec(),
+        propose,
+        database: DatabaseOptions {
+            max_attempts: 1_000_000,
+            ..DatabaseOptions::default()
+        },
+        ..ClusterOptions::default()
+    };
+    let fs = kinds.iter().map(|_| RealFs::shared()).collect();
+    Cluster::open(fs, dirs, SCHEMA, options)
+}
 
 pub fn group(id: i64) -> GroupKey {
     GroupKey::new("Account", vec![Value::Int64(id)])
@@ -61,26 +91,49 @@ impl Load {
     /// `t, t + threads, ...` modulo `groups`; returns the wall time, scaled to exactly
     /// `total` when the threads' shares round it up.
     pub fn run<'a>(&self, total: u64, at: impl Fn(u64) -> &'a Database + Sync) -> Duration {
+        self.run_recording(total, at, &AtomicU64::new(0)).0
+    }
+
+    /// As [`Load::run`], also counting commits in `done` as they happen and returning
+    /// every transaction's latency (in no particular order).
+    pub fn run_recording<'a>(
+        &self,
+        total: u64,
+        at: impl Fn(u64) -> &'a Database + Sync,
+        done: &AtomicU64,
+    ) -> (Duration, Vec<Duration>) {
         let per_thread = total.div_ceil(self.threads);
         let started = Instant::now();
-        std::thread::scope(|s| {
-            for t in 0..self.threads {
-                let db = at(t);
-                let n = match self.counter {
-                    Counter::Shared => 0,
-                    Counter::PerThread => t as i32,
-                };
-                s.spawn(move || {
-                    for i in 0..per_thread {
-                        let id = ((t + i * self.threads) % self.groups) as i64;
-                        db.transact(&group(id), |tx| increment(tx, id, n))
-                            .expect("commit during benchmark");
-                    }
-                });
-            }
+        let latencies = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..self.threads)
+                .map(|t| {
+                    let db = at(t);
+                    let n = match self.counter {
+                        Counter::Shared => 0,
+                        Counter::PerThread => t as i32,
+                    };
+                    s.spawn(move || {
+                        let mut latencies = Vec::with_capacity(per_thread as usize);
+                        for i in 0..per_thread {
+                            let id = ((t + i * self.threads) % self.groups) as i64;
+                            let began = Instant::now();
+                            db.transact(&group(id), |tx| increment(tx, id, n))
+                                .expect("commit during benchmark");
+                            latencies.push(began.elapsed());
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                        latencies
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .flat_map(|t| t.join().expect("benchmark thread"))
+                .collect()
         });
-        started
+        let wall = started
             .elapsed()
-            .mul_f64(total as f64 / (per_thread * self.threads) as f64)
+            .mul_f64(total as f64 / (per_thread * self.threads) as f64);
+        (wall, latencies)
     }
 }

@@ -3,7 +3,8 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-use std::process::Command;
+mod common;
+
 use std::sync::Arc;
 
 use bigtable::{Engine, EngineOptions};
@@ -37,17 +38,9 @@ fn start() -> Server {
 
 /// Runs `bt` with `args`; returns (success, stdout, stderr).
 fn bt(server: &Server, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_bt"))
-        .arg("--server")
-        .arg(&server.address)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut all = vec!["--server", server.address.as_str()];
+    all.extend_from_slice(args);
+    common::run(env!("CARGO_BIN_EXE_bt"), &all)
 }
 
 #[test]

@@ -14,7 +14,8 @@
 //!
 //! Checked on every run:
 //! - at most one value is chosen per position: every value any replica ever applied at
-//!   a position is the same;
+//!   a position is the same, and a replica that applied position n holds a value for
+//!   every position up to n (so replicas that applied n applied the same prefix);
 //! - the history of client operations is linearizable per key (so every acknowledged
 //!   write is seen by every later current read, and nothing seen is unseen);
 //! - serializability: replaying the chosen log explains every acknowledged
@@ -537,16 +538,25 @@ impl World {
                 continue;
             };
             for group in 0..GROUPS {
-                let (Ok((meta, positions)), Ok(root)) = (
+                let (Ok((meta, _)), Ok(root)) = (
                     db.group_meta(&group_key(group)),
                     db.root_row(&group_key(group)),
                 ) else {
                     continue;
                 };
                 let peer = db.peer();
-                for p in positions.into_iter().filter(|p| *p <= meta.applied) {
-                    let Ok(Some(value)) = peer.chosen_value(&root, p) else {
-                        continue;
+                // Every applied position, so that replicas applying position n applied
+                // the same prefix.
+                for p in 1..=meta.applied {
+                    let value = match peer.chosen_value(&root, p) {
+                        Ok(Some(value)) => value,
+                        Ok(None) => {
+                            self.report.violations.push(format!(
+                                "replica {i} applied position {p} of group {group} but keeps no value for it"
+                            ));
+                            continue;
+                        }
+                        Err(_) => continue,
                     };
                     match self.chosen.get(&(group, p)) {
                         Some(v) if *v != value => self.report.violations.push(format!(

@@ -1,0 +1,222 @@
+//! `megastore-bench`: commit latency and throughput of Megastore transactions on an
+//! embedded cluster (every replica in this process, each with its own engine and data
+//! directory on the real file system, every acceptance synced). Each transaction reads
+//! a counter entity of its group and writes it back plus one.
+//!
+//! ```text
+//! megastore-bench --replicas full,full,full --threads 4 --groups 1 --counter per-thread
+//! megastore-bench --replicas full,full,witness --slow-path --commits 5000
+//! ```
+//!
+//! Prints progress every second on standard error, then one result line: commits per
+//! second, latency percentiles per transaction, conflicts per commit and commits per
+//! log entry.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use benches::megastore_counter::{open_cluster, Counter, Load};
+use clap::{Parser, ValueEnum};
+use megastore::cluster::Cluster;
+use megastore::replicas::ReplicaKind;
+use megastore::replication::ProposeOptions;
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Kind {
+    Full,
+    Witness,
+    ReadOnly,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Writers {
+    /// Every thread writes at the first full replica.
+    One,
+    /// Thread `t` writes at full replica `t % full replicas`.
+    Spread,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CounterArg {
+    /// All threads on a group increment one counter (they contend).
+    Shared,
+    /// Each thread increments its own counter of the group (group commit batches them).
+    PerThread,
+}
+
+#[derive(Parser)]
+#[command(about = "Commit latency and throughput of Megastore on an embedded cluster")]
+struct Cli {
+    /// The replicas, in order (a single `full` is not replicated).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "full,full,full"
+    )]
+    replicas: Vec<Kind>,
+    /// Always prepare before accepting (no fast path at the position's leader).
+    #[arg(long)]
+    slow_path: bool,
+    /// Send a round's requests to the replicas one after another, not in parallel.
+    #[arg(long)]
+    sequential: bool,
+    #[arg(long, default_value_t = 1)]
+    threads: u64,
+    /// Entity groups the threads spread over.
+    #[arg(long, default_value_t = 1)]
+    groups: u64,
+    #[arg(long, value_enum, default_value = "shared")]
+    counter: CounterArg,
+    #[arg(long, value_enum, default_value = "spread")]
+    writers: Writers,
+    /// Transactions to commit (after 10% as many to warm up).
+    #[arg(long, default_value_t = 10_000)]
+    commits: u64,
+    /// Where the replicas' data directories go (default: a new directory under /tmp,
+    /// removed at the end).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("megastore-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<String, String> {
+    if cli.threads == 0 || cli.groups == 0 || cli.commits == 0 {
+        return Err("--threads, --groups and --commits must be at least 1".into());
+    }
+    let kinds: Vec<ReplicaKind> = cli
+        .replicas
+        .iter()
+        .map(|k| match k {
+            Kind::Full => ReplicaKind::Full,
+            Kind::Witness => ReplicaKind::Witness,
+            Kind::ReadOnly => ReplicaKind::ReadOnly,
+        })
+        .collect();
+    let full: Vec<usize> = (0..kinds.len())
+        .filter(|&i| kinds[i] == ReplicaKind::Full)
+        .collect();
+    if full.is_empty() {
+        return Err("at least one replica must be full (writers write there)".into());
+    }
+    let temporary = cli.dir.is_none();
+    let root = cli.dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("megastore-bench-{}", std::process::id()))
+    });
+    if root.exists() && std::fs::read_dir(&root).map_or(true, |mut d| d.next().is_some()) {
+        return Err(format!("{} exists and is not empty", root.display()));
+    }
+    let propose = ProposeOptions {
+        fast_path: !cli.slow_path,
+        parallel: !cli.sequential,
+        ..ProposeOptions::default()
+    };
+    let cluster = open_cluster(&root, &kinds, propose).map_err(|e| e.to_string())?;
+    let result = measure(cli, &cluster, &full);
+    drop(cluster);
+    if temporary {
+        let _ = std::fs::remove_dir_all(&root);
+    }
+    result
+}
+
+fn measure(cli: &Cli, cluster: &Cluster, full: &[usize]) -> Result<String, String> {
+    let load = Load {
+        threads: cli.threads,
+        groups: cli.groups,
+        counter: match cli.counter {
+            CounterArg::Shared => Counter::Shared,
+            CounterArg::PerThread => Counter::PerThread,
+        },
+    };
+    let mut databases = Vec::new();
+    for t in 0..cli.threads {
+        let replica = match cli.writers {
+            Writers::One => full[0],
+            Writers::Spread => full[t as usize % full.len()],
+        };
+        databases.push(cluster.replica(replica).map_err(|e| e.to_string())?);
+    }
+    let at = |t: u64| databases[t as usize];
+    let warm_up = (cli.commits / 10).max(1);
+    load.run(warm_up, at);
+    let stats = || {
+        (0..cluster.len())
+            .filter_map(|i| cluster.replica(i).ok())
+            .map(|db| db.stats())
+            .fold((0, 0, 0), |(c, x, e), s| {
+                (c + s.commits, x + s.conflicts, e + s.entries)
+            })
+    };
+    let before = stats();
+    let done = Arc::new(AtomicU64::new(0));
+    let (wall, mut latencies) = std::thread::scope(|s| {
+        let progress = s.spawn({
+            let done = done.clone();
+            let total = cli.commits;
+            move || report_progress(&done, total)
+        });
+        let measured = load.run_recording(cli.commits, at, &done);
+        done.store(u64::MAX, Ordering::Relaxed); // tells the progress thread to stop
+        let _ = progress.join();
+        measured
+    });
+    let after = stats();
+    latencies.sort_unstable();
+    let percentile = |p: f64| {
+        let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
+        latencies.get(i).copied().unwrap_or_default()
+    };
+    let commits = (after.0 - before.0).max(1) as f64;
+    Ok(format!(
+        "{} commits in {:.2} s: {:.0} commits/s; latency p50 {} p99 {} max {}; {:.2} conflicts per commit, {:.2} commits per log entry",
+        latencies.len(),
+        wall.as_secs_f64(),
+        cli.commits as f64 / wall.as_secs_f64(),
+        micros(percentile(0.5)),
+        micros(percentile(0.99)),
+        micros(percentile(1.0)),
+        (after.1 - before.1) as f64 / commits,
+        commits / (after.2 - before.2).max(1) as f64,
+    ))
+}
+
+fn micros(d: Duration) -> String {
+    format!("{} µs", d.as_micros())
+}
+
+/// Prints how many commits are done, every second, until `done` is `u64::MAX`.
+fn report_progress(done: &AtomicU64, total: u64) {
+    let started = Instant::now();
+    let mut last = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        let n = done.load(Ordering::Relaxed);
+        if n == u64::MAX {
+            return;
+        }
+        if last.elapsed() >= Duration::from_secs(1) {
+            last = Instant::now();
+            eprintln!(
+                "{n} of {total} commits in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
