@@ -12,8 +12,8 @@ use bigtable::{Engine, EngineOptions};
 use wal::fs::SharedFs;
 
 use crate::replicas::{
-    LocalLocks, LocalTransport, LockService, Member, ReplicaKind, Replication, Sleeper, Transport,
-    Waiter,
+    LocalLocks, LocalTransport, LockService, Member, MonotonicClock, ReplicaKind, Replication,
+    Sleeper, Transport, Waiter,
 };
 use crate::replication::ProposeOptions;
 use crate::{Database, DatabaseOptions, Error};
@@ -29,7 +29,11 @@ pub struct ClusterOptions {
     /// How long a coordinator's lease lasts (and so how long a writer that cannot
     /// reach a coordinator waits before going on without it).
     pub lease: Duration,
+    /// The wall clock: entry timestamps.
     pub clock: Arc<dyn Clock>,
+    /// What leases are measured on (monotonic: see `replicas::MonotonicClock`).
+    pub lease_clock: Arc<dyn Clock>,
+    /// How a writer waits out a lease, on `lease_clock`.
     pub waiter: Arc<dyn Waiter>,
     pub propose: ProposeOptions,
     /// Seeds every replica's randomness (replica `i` gets `seed + i`); `None`: random.
@@ -45,6 +49,7 @@ impl Default for ClusterOptions {
             engine: EngineOptions::default(),
             lease: Duration::from_secs(2),
             clock: Arc::new(SystemClock),
+            lease_clock: Arc::new(MonotonicClock::new()),
             waiter: Arc::new(Sleeper),
             propose: ProposeOptions::default(),
             seed: None,
@@ -108,7 +113,7 @@ impl Cluster {
                 kind: *kind,
             })
             .collect();
-        let locks = Arc::new(LocalLocks::new(options.clock.clone(), options.lease));
+        let locks = Arc::new(LocalLocks::new(options.lease_clock.clone(), options.lease));
         let mut cluster = Cluster {
             schema: schema.to_string(),
             members,
@@ -191,6 +196,7 @@ impl Cluster {
                 local: i,
                 transport,
                 locks: self.locks.clone(),
+                lease_clock: self.options.lease_clock.clone(),
                 waiter: self.options.waiter.clone(),
                 propose: self.options.propose,
                 seed: self.options.seed.map(|s| s.wrapping_add(i as u64)),

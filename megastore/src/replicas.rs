@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bigtable::clock::Clock;
 use parking_lot::{Mutex, RwLock};
@@ -86,7 +86,35 @@ struct Held {
     revoked: bool,
 }
 
-/// A lock service inside the process: leases of a fixed length on a shared clock.
+/// A clock that never goes back: the process's monotonic time, in microseconds since
+/// the clock was made. Leases are measured on it, so that a step of the wall clock
+/// (which entry timestamps come from) can neither extend nor shorten one.
+pub struct MonotonicClock {
+    start: Instant,
+}
+
+impl MonotonicClock {
+    pub fn new() -> Self {
+        MonotonicClock {
+            start: Instant::now(),
+        }
+    }
+}
+
+impl Default for MonotonicClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for MonotonicClock {
+    fn now_micros(&self) -> i64 {
+        i64::try_from(self.start.elapsed().as_micros()).unwrap_or(i64::MAX)
+    }
+}
+
+/// A lock service inside the process: leases of a fixed length on a shared clock
+/// (a monotonic one: see [`MonotonicClock`]).
 pub struct LocalLocks {
     clock: Arc<dyn Clock>,
     length_micros: i64,
@@ -183,6 +211,9 @@ pub struct Replication {
     pub local: usize,
     pub transport: Arc<dyn Transport>,
     pub locks: Arc<dyn LockService>,
+    /// What coordinator leases are measured on (the lock service's clock); never the
+    /// wall clock, which may step back.
+    pub lease_clock: Arc<dyn Clock>,
     pub waiter: Arc<dyn Waiter>,
     /// `proposer` is ignored: each proposal gets a unique id.
     pub propose: ProposeOptions,

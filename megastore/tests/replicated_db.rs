@@ -2,7 +2,7 @@
 //! replica are seen by current reads at every other; losing a minority stops no write
 //! and loses nothing; a majority down stops writes with a clear error; a replica that
 //! missed writes is never read stale (its coordinator is invalidated, or its lease
-//! waited out); witnesses vote without data; read-only replicas apply without voting.
+//! waited out, even if the wall clock then steps back); witnesses vote without data; read-only replicas apply without voting.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
@@ -10,14 +10,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bigtable::clock::{Clock, ManualClock};
 use bigtable::fs::FaultyFs;
 use bigtable::EngineOptions;
 use megastore::cluster::{Cluster, ClusterOptions, TransportWrapper};
 use megastore::paxos::proposer::Reply;
 use megastore::replica::RootRow;
-use megastore::replicas::{LocalTransport, Peer, ReplicaKind, Transport};
+use megastore::replicas::{LocalTransport, Peer, ReplicaKind, Transport, Waiter};
 use megastore::replication::Acceptor;
-use megastore::sim::network::{NetTransport, Network};
+use megastore::sim::network::Network;
 use megastore::{Database, DatabaseOptions, Entity, Error, GroupKey, ReadMode, Value};
 use parking_lot::Mutex;
 
@@ -315,14 +316,7 @@ fn a_replica_that_missed_a_write_is_invalidated_and_never_read_stale() {
 #[test]
 fn an_unreachable_coordinator_is_waited_out_never_read_stale() {
     let net = Network::new(7);
-    let wrap_net = net.clone();
-    let c = open_wrapped(Arc::new(move |from, inner| {
-        Arc::new(NetTransport {
-            from,
-            inner,
-            net: wrap_net.clone(),
-        }) as Arc<dyn Transport>
-    }));
+    let c = open_wrapped(Network::wrapper(&net));
     deposit(c.replica(0).unwrap(), 1, 1).unwrap();
     assert_eq!(
         balance(c.replica(2).unwrap(), 1, ReadMode::Current),
@@ -382,5 +376,66 @@ fn a_read_only_replica_applies_without_voting() {
     assert_eq!(
         balance(c.replica(2).unwrap(), 4, ReadMode::Current),
         Some(10)
+    );
+}
+
+/// Simulated time for a cluster: a wall clock and a monotonic one, both moved when
+/// time passes (or a writer waits out a lease).
+struct Clocks {
+    wall: Arc<ManualClock>,
+    monotonic: Arc<ManualClock>,
+}
+
+impl Waiter for Clocks {
+    fn wait_until(&self, clock: &dyn Clock, micros: i64) {
+        let passed = micros - clock.now_micros();
+        if passed > 0 {
+            self.wall.advance(passed);
+            self.monotonic.advance(passed);
+        }
+    }
+}
+
+#[test]
+fn a_wall_clock_step_back_does_not_extend_a_lease_waited_out() {
+    let clocks = Arc::new(Clocks {
+        wall: Arc::new(ManualClock::new(1_000_000_000)),
+        monotonic: Arc::new(ManualClock::new(0)),
+    });
+    let net = Network::new(11);
+    let fs = file_systems(3);
+    let options = ClusterOptions {
+        // Longer than the renewal margin: a coordinator serves from its lease alone.
+        lease: Duration::from_secs(2),
+        clock: clocks.wall.clone(),
+        lease_clock: clocks.monotonic.clone(),
+        waiter: clocks.clone(),
+        ..options(&[FULL, FULL, FULL])
+    };
+    let c = Cluster::open_wrapped(
+        fs.iter().map(FaultyFs::shared).collect(),
+        (0..3).map(|i| PathBuf::from(format!("/r{i}"))).collect(),
+        SCHEMA,
+        options,
+        Some(Network::wrapper(&net)),
+    )
+    .unwrap();
+    deposit(c.replica(0).unwrap(), 1, 1).unwrap();
+    assert_eq!(
+        balance(c.replica(2).unwrap(), 1, ReadMode::Current),
+        Some(1)
+    );
+    // The writer cannot reach replica 2: it revokes 2's lease and waits it out.
+    net.set_partitioned(0, 2, true);
+    let before = clocks.monotonic.now_micros();
+    deposit(c.replica(0).unwrap(), 1, 1).unwrap();
+    assert!(clocks.monotonic.now_micros() > before, "the writer waited");
+    net.set_partitioned(0, 2, false);
+    // The wall clock steps back past the lease's end: replica 2 still knows its
+    // lease is over, and catches up instead of answering from its stale state.
+    clocks.wall.advance(-3_000_000);
+    assert_eq!(
+        balance(c.replica(2).unwrap(), 1, ReadMode::Current),
+        Some(2)
     );
 }

@@ -116,8 +116,12 @@ impl Core {
         self.replication().is_none_or(|r| r.voters() == [r.local])
     }
 
+    /// Now, on the clock leases are measured on.
     fn now(&self) -> i64 {
-        self.options.clock.now_micros()
+        match self.replication() {
+            Some(config) => config.lease_clock.now_micros(),
+            None => self.options.clock.now_micros(),
+        }
     }
 
     fn propose_options(&self, config: &Replication) -> ProposeOptions {
@@ -387,7 +391,7 @@ impl Core {
                 if let Some(until) = config.locks.revoke(member.id) {
                     config
                         .waiter
-                        .wait_until(self.options.clock.as_ref(), until.saturating_add(1));
+                        .wait_until(config.lease_clock.as_ref(), until.saturating_add(1));
                 }
             }
         }

@@ -49,6 +49,19 @@ enum Fate {
 }
 
 impl Network {
+    /// What a cluster's replicas reach each other through, to go over `net`
+    /// (`Cluster::open_wrapped`).
+    pub fn wrapper(net: &Arc<Network>) -> Arc<crate::cluster::TransportWrapper> {
+        let net = net.clone();
+        Arc::new(move |from, inner| {
+            Arc::new(NetTransport {
+                from,
+                inner,
+                net: net.clone(),
+            }) as Arc<dyn crate::replicas::Transport>
+        })
+    }
+
     pub fn new(seed: u64) -> Arc<Self> {
         Arc::new(Network {
             state: Mutex::new(State {

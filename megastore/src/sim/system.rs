@@ -2,8 +2,11 @@
 //! witness; or 3 full and a read-only one) in one process, clients running transactions
 //! on registers (`registers.rs`), and faults: lost, duplicated, delayed and reordered
 //! messages; links cut one way or both; replica crashes that lose unsynced data
-//! (sometimes tearing it), with restarts; coordinator lease loss; clock jumps; and the
-//! scavenger finishing abandoned writes. Everything random comes from the seed and the
+//! (sometimes tearing it), with restarts; coordinator lease loss; pauses (time jumps
+//! forward for everyone) and wall-clock steps either way (leases are measured on a
+//! monotonic clock, entry timestamps on the wall clock); and the scavenger finishing
+//! abandoned writes. Leases are short (every coordinator check renews at the lock
+//! service) or long (a coordinator serves from its lease alone for a while). Everything random comes from the seed and the
 //! run is single-threaded, so a seed replays byte for byte.
 //!
 //! Clients run one transaction at a time, or several at one replica at once: those are
@@ -35,19 +38,21 @@ use bigtable::fs::{CrashMode, FaultyFs};
 use bigtable::EngineOptions;
 
 use super::history::{check_history, Call, Operation, Status};
-use super::network::{FaultRates, NetTransport, Network};
+use super::network::{FaultRates, Network};
 use super::registers::{
     check_serializable, group_key, Observed, Op, Reg, Txn, GROUPS, PER_GROUP, SCHEMA,
 };
 use super::Rng;
 use crate::cluster::{Cluster, ClusterOptions};
 use crate::database::{Prepared, Ran, Verdict};
-use crate::replicas::{ReplicaKind, Transport, Waiter};
+use crate::replicas::{ReplicaKind, Waiter};
 use crate::replication::ProposeOptions;
 use crate::{Database, DatabaseOptions, Error};
 
 const CLIENTS: u64 = 3;
-const LEASE_MICROS: i64 = 50_000;
+/// Coordinator lease lengths: shorter than the renewal margin (every check renews at
+/// the lock service), and longer (a coordinator serves from its own lease for a while).
+const LEASES_MICROS: [i64; 2] = [50_000, 400_000];
 
 /// What one run did and found.
 #[derive(Debug, Clone, Default)]
@@ -77,21 +82,37 @@ pub struct SystemReport {
     pub violations: Vec<String>,
 }
 
-/// Moves the simulated clock instead of sleeping.
-struct MoveClock(Arc<ManualClock>);
+/// The simulated time: the wall clock entry timestamps come from, which may step
+/// either way, and the monotonic clock that leases are measured on and the history
+/// is timed by. Time passing moves both.
+struct Clocks {
+    wall: Arc<ManualClock>,
+    monotonic: Arc<ManualClock>,
+}
+
+impl Clocks {
+    fn pass(&self, micros: i64) {
+        self.wall.advance(micros);
+        self.monotonic.advance(micros);
+    }
+}
+
+/// Lets simulated time pass instead of sleeping.
+struct MoveClock(Arc<Clocks>);
 
 impl Waiter for MoveClock {
-    fn wait_until(&self, _clock: &dyn Clock, micros: i64) {
-        let now = self.0.now_micros();
+    fn wait_until(&self, clock: &dyn Clock, micros: i64) {
+        let now = clock.now_micros();
         if micros > now {
-            self.0.advance(micros - now);
+            self.0.pass(micros - now);
         }
     }
 }
 
 struct World {
     rng: Rng,
-    clock: Arc<ManualClock>,
+    clocks: Arc<Clocks>,
+    lease_micros: i64,
     fs: Vec<FaultyFs>,
     net: Arc<Network>,
     cluster: Cluster,
@@ -132,7 +153,11 @@ pub fn run_system(seed: u64, operations: usize) -> SystemReport {
         replicas: kinds.clone(),
         ..SystemReport::default()
     };
-    let clock = Arc::new(ManualClock::new(1_000_000_000));
+    let lease_micros = LEASES_MICROS[rng.below(2) as usize];
+    let clocks = Arc::new(Clocks {
+        wall: Arc::new(ManualClock::new(1_000_000_000)),
+        monotonic: Arc::new(ManualClock::new(0)),
+    });
     let fs: Vec<FaultyFs> = kinds.iter().map(|_| FaultyFs::new()).collect();
     let net = Network::new(rng.next_u64());
     net.set_rates(FaultRates {
@@ -147,9 +172,10 @@ pub fn run_system(seed: u64, operations: usize) -> SystemReport {
             background_maintenance: false,
             ..EngineOptions::tiny()
         },
-        lease: Duration::from_micros(LEASE_MICROS as u64),
-        clock: clock.clone(),
-        waiter: Arc::new(MoveClock(clock.clone())),
+        lease: Duration::from_micros(lease_micros as u64),
+        clock: clocks.wall.clone(),
+        lease_clock: clocks.monotonic.clone(),
+        waiter: Arc::new(MoveClock(clocks.clone())),
         propose: ProposeOptions {
             proposer: 0,
             max_rounds: 6,
@@ -165,7 +191,6 @@ pub fn run_system(seed: u64, operations: usize) -> SystemReport {
             ..DatabaseOptions::default()
         },
     };
-    let wrap_net = net.clone();
     let cluster = Cluster::open_wrapped(
         fs.iter().map(FaultyFs::shared).collect(),
         (0..fs.len())
@@ -173,13 +198,7 @@ pub fn run_system(seed: u64, operations: usize) -> SystemReport {
             .collect(),
         SCHEMA,
         options,
-        Some(Arc::new(move |from, inner| {
-            Arc::new(NetTransport {
-                from,
-                inner,
-                net: wrap_net.clone(),
-            }) as Arc<dyn Transport>
-        })),
+        Some(Network::wrapper(&net)),
     );
     let cluster = match cluster {
         Ok(c) => c,
@@ -193,7 +212,8 @@ pub fn run_system(seed: u64, operations: usize) -> SystemReport {
     };
     let mut world = World {
         rng,
-        clock,
+        clocks,
+        lease_micros,
         fs,
         net,
         cluster,
@@ -222,11 +242,11 @@ pub fn run_system(seed: u64, operations: usize) -> SystemReport {
 
 impl World {
     fn now_ns(&self) -> u64 {
-        self.clock.now_micros().max(0) as u64 * 1000
+        self.clocks.monotonic.now_micros().max(0) as u64 * 1000
     }
 
     fn tick(&self, micros: u64) {
-        self.clock.advance(micros.max(1) as i64);
+        self.clocks.pass(micros.max(1) as i64);
     }
 
     /// Replicas a client can be attached to (those that serve reads).
@@ -279,8 +299,16 @@ impl World {
                 }
             }
             13..=14 => {
-                let jump = self.rng.below(2 * LEASE_MICROS as u64);
+                // A pause: time passes for everyone at once.
+                let jump = self.rng.below(2 * self.lease_micros as u64);
                 self.tick(jump);
+                self.report.clock_jumps += 1;
+            }
+            22..=23 => {
+                // The wall clock steps, forward or back.
+                let step = self.rng.below(2 * self.lease_micros as u64) as i64;
+                let step = if self.rng.one_in(2) { -step } else { step };
+                self.clocks.wall.advance(step);
                 self.report.clock_jumps += 1;
             }
             15..=19 => {
@@ -583,7 +611,7 @@ impl World {
         for i in down {
             self.restart(i);
         }
-        self.tick(2 * LEASE_MICROS as u64);
+        self.tick(2 * self.lease_micros as u64);
         for replica in self.serving() {
             for reg in Reg::all() {
                 self.tick(1);
