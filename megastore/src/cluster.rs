@@ -38,6 +38,8 @@ pub struct ClusterOptions {
     pub propose: ProposeOptions,
     /// Seeds every replica's randomness (replica `i` gets `seed + i`); `None`: random.
     pub seed: Option<u64>,
+    /// How often each replica scavenges and cleans its logs in the background.
+    pub maintenance_every: Option<Duration>,
     /// Transaction retries and log retention (replication fields are set per replica).
     pub database: DatabaseOptions,
 }
@@ -53,6 +55,7 @@ impl Default for ClusterOptions {
             waiter: Arc::new(Sleeper),
             propose: ProposeOptions::default(),
             seed: None,
+            maintenance_every: Some(Duration::from_secs(10)),
             database: DatabaseOptions::default(),
         }
     }
@@ -200,6 +203,7 @@ impl Cluster {
                 waiter: self.options.waiter.clone(),
                 propose: self.options.propose,
                 seed: self.options.seed.map(|s| s.wrapping_add(i as u64)),
+                maintenance_every: self.options.maintenance_every,
             }),
             ..self.options.database.clone()
         };
@@ -216,5 +220,16 @@ impl Cluster {
 
     pub fn lock_service(&self) -> Arc<dyn LockService> {
         self.locks.clone()
+    }
+}
+
+impl Drop for Cluster {
+    /// Stops every replica. The transport holds each running replica (so that the
+    /// others reach it) and each replica holds the transport: without unregistering
+    /// them, closing the cluster would keep every engine open.
+    fn drop(&mut self) {
+        for i in 0..self.slots.len() {
+            self.stop(i);
+        }
     }
 }

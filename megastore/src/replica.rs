@@ -330,6 +330,43 @@ impl Replica {
         self.compare_and_set(root, META, META_STATE, expected, meta.encode(), Vec::new())
     }
 
+    /// The group's applied position, made durable first: the state cell rewritten
+    /// unchanged with an fsync, which (the commit log keeping a prefix) makes every
+    /// buffered write before it durable too. After a crash this replica's applied
+    /// position is at least the one returned, so it never again needs the values of
+    /// positions up to there. `Unavailable` if the state kept changing underneath.
+    pub fn durable_applied(&self, root: &RootRow) -> Result<u64, Error> {
+        for _ in 0..8 {
+            let state = self.group_state(root)?;
+            let Some(cell) = state.meta_cell else {
+                return Ok(0);
+            };
+            let predicate = RowFilter::Chain(vec![
+                column(META, META_STATE),
+                RowFilter::CellsPerColumnLimit(1),
+                RowFilter::ValueRange {
+                    start: std::ops::Bound::Included(cell.clone()),
+                    end: std::ops::Bound::Included(cell.clone()),
+                },
+            ]);
+            let rewrite = [set_cell(META, META_STATE, cell)];
+            let matched = self.engine.check_and_mutate_row_with(
+                &root.table,
+                &root.row,
+                Some(&predicate),
+                &rewrite,
+                &[],
+                Durability::Synced,
+            )?;
+            if matched {
+                return Ok(state.meta.applied);
+            }
+        }
+        Err(Error::Unavailable(
+            "the group's state kept changing while it was being synced".into(),
+        ))
+    }
+
     /// Deletes the log cells of `positions` and replaces the state cell with `meta`, in
     /// one check-and-mutate that requires the state cell to still hold `expected`.
     pub fn clean_log(

@@ -52,6 +52,9 @@ pub trait Peer: Acceptor {
     /// A write chose `position` without this replica: its coordinator must no longer
     /// call the group up to date.
     fn invalidate(&self, root: &RootRow, position: u64) -> Result<(), Error>;
+    /// How far this replica has applied the group, durably (see
+    /// `Replica::durable_applied`): the log below it may be deleted everywhere.
+    fn durable_applied(&self, root: &RootRow) -> Result<u64, Error>;
 }
 
 /// How one replica reaches the others (by index in the member list).
@@ -219,6 +222,9 @@ pub struct Replication {
     pub propose: ProposeOptions,
     /// Seeds the replica's randomness (back-off, proposal ids); `None`: random.
     pub seed: Option<u64>,
+    /// How often the replica runs the scavenger and cleans its logs in the background
+    /// (`None`: only when asked, `Database::scavenge` and `Database::clean_logs`).
+    pub maintenance_every: Option<Duration>,
 }
 
 impl Replication {

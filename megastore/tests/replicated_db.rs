@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bigtable::clock::{Clock, ManualClock};
-use bigtable::fs::FaultyFs;
+use bigtable::fs::{CrashMode, FaultyFs};
 use bigtable::EngineOptions;
 use megastore::cluster::{Cluster, ClusterOptions, TransportWrapper};
 use megastore::paxos::proposer::Reply;
@@ -267,6 +267,9 @@ impl Peer for Filtered {
     fn invalidate(&self, root: &RootRow, position: u64) -> Result<(), Error> {
         self.peer.invalidate(root, position)
     }
+    fn durable_applied(&self, root: &RootRow) -> Result<u64, Error> {
+        self.peer.durable_applied(root)
+    }
 }
 
 /// Three full replicas, each reaching the others through `wrap`.
@@ -438,4 +441,71 @@ fn a_wall_clock_step_back_does_not_extend_a_lease_waited_out() {
         balance(c.replica(2).unwrap(), 1, ReadMode::Current),
         Some(2)
     );
+}
+
+#[test]
+fn a_reported_durable_applied_position_survives_a_crash() {
+    let fs = file_systems(3);
+    let kinds = [FULL, FULL, ReplicaKind::ReadOnly];
+    let mut c = open(&fs, options(&kinds));
+    for _ in 0..5 {
+        deposit(c.replica(0).unwrap(), 6, 1).unwrap();
+    }
+    // The read-only replica never votes, so nothing synced its applied state yet.
+    let root = c.replica(2).unwrap().root_row(&group(6)).unwrap();
+    let reported = c.replica(2).unwrap().peer().durable_applied(&root).unwrap();
+    assert_eq!(reported, 5);
+    fs[2].crash(CrashMode::DropUnsynced);
+    c.stop(2);
+    c.start(2).unwrap();
+    let (meta, _) = c.replica(2).unwrap().group_meta(&group(6)).unwrap();
+    assert!(
+        meta.applied >= reported,
+        "applied {} after the crash",
+        meta.applied
+    );
+}
+
+#[test]
+fn logs_are_cleaned_only_below_what_every_replica_applied() {
+    let fs = file_systems(3);
+    let mut c = open(
+        &fs,
+        ClusterOptions {
+            database: DatabaseOptions {
+                log_retention: 2,
+                ..options(&[FULL; 3]).database
+            },
+            ..options(&[FULL; 3])
+        },
+    );
+    c.stop(2);
+    for _ in 0..10 {
+        deposit(c.replica(0).unwrap(), 7, 1).unwrap();
+    }
+    // Replica 2 is down and would need every position: nothing is cleaned.
+    assert_eq!(c.replica(0).unwrap().clean_logs().unwrap(), 0);
+    c.start(2).unwrap();
+    assert_eq!(
+        balance(c.replica(2).unwrap(), 7, ReadMode::Current),
+        Some(10)
+    );
+    // Every replica has applied all 10 now: each cleans up to 10 - 2.
+    for i in 0..3 {
+        assert_eq!(
+            c.replica(i).unwrap().clean_logs().unwrap(),
+            1,
+            "replica {i}"
+        );
+        let (meta, positions) = c.replica(i).unwrap().group_meta(&group(7)).unwrap();
+        assert_eq!(meta.cleaned, 8);
+        assert_eq!(positions, vec![9, 10], "replica {i}");
+    }
+    deposit(c.replica(1).unwrap(), 7, 1).unwrap();
+    for i in 0..3 {
+        assert_eq!(
+            balance(c.replica(i).unwrap(), 7, ReadMode::Current),
+            Some(11)
+        );
+    }
 }

@@ -11,7 +11,7 @@ use megastore::sim::system::run_system;
 #[test]
 fn seeds_keep_every_invariant() {
     let mut totals = (0, 0, 0, 0);
-    let (mut shared_entry, mut past_read) = (0, 0);
+    let (mut shared_entry, mut past_read, mut log_cleanups) = (0, 0, 0);
     for seed in 0..SEEDS {
         let report = run_system(seed, 60);
         assert!(
@@ -25,11 +25,12 @@ fn seeds_keep_every_invariant() {
         totals.3 += report.scavenged;
         shared_entry += report.shared_entry;
         past_read += report.past_read;
+        log_cleanups += report.log_cleanups;
     }
     eprintln!(
         "{SEEDS} seeds: {} acknowledged, {} unknown, {} crashes, {} scavenged; \
          {shared_entry} transactions shared an entry, {past_read} committed past the \
-         position after their read",
+         position after their read; {log_cleanups} log cleanups",
         totals.0, totals.1, totals.2, totals.3
     );
     assert!(
@@ -40,6 +41,7 @@ fn seeds_keep_every_invariant() {
         shared_entry > 0 && past_read > 0,
         "group commit's rule was exercised both ways"
     );
+    assert!(log_cleanups > 0, "replicas cleaned their logs");
 }
 
 const SEEDS: u64 = 300;

@@ -180,31 +180,48 @@ impl Core {
         LogEntry::decode(bytes)
     }
 
-    /// Deletes log positions more than `log_retention` below both the applied and the
-    /// globally indexed position, once that many have accumulated, and records how far
-    /// it deleted in the group's state.
+    /// With a single voter, cleans the group's log as it rolls forward (a replicated
+    /// log is cleaned by [`Core::clean_logs`], which asks the other replicas first).
     pub(super) fn clean_log(&self, root: &RootRow, state: &GroupState) -> Result<(), Error> {
-        if !self.sole_voter() {
-            // A replica that lags (or lost applied state in a crash) catches up from
-            // the other replicas' log cells, so none is deleted until replicas report
-            // how far they durably applied (not yet done: docs/megastore.md, limits).
-            return Ok(());
+        if self.sole_voter() {
+            self.clean_log_below(root, state, u64::MAX)?;
         }
+        Ok(())
+    }
+
+    /// The last position a cleanup of `state` would delete, below `bound` as well as
+    /// the applied and globally indexed positions, keeping `log_retention`; `None`
+    /// until that many more have accumulated since the last cleanup.
+    pub(super) fn cleanup_through(&self, state: &GroupState, bound: u64) -> Option<u64> {
         let keep = self.options.log_retention.max(1);
         let meta = state.meta;
-        let upto = meta.applied.min(meta.indexed).saturating_sub(keep);
-        if upto < meta.cleaned + keep {
-            return Ok(());
-        }
-        let old: Vec<u64> = (meta.cleaned + 1..=upto).collect();
+        let upto = meta
+            .applied
+            .min(meta.indexed)
+            .min(bound)
+            .saturating_sub(keep);
+        (upto >= meta.cleaned + keep).then_some(upto)
+    }
+
+    /// Deletes the log positions [`Core::cleanup_through`] allows, and records how far
+    /// it deleted in the group's state. Whether it deleted.
+    pub(super) fn clean_log_below(
+        &self,
+        root: &RootRow,
+        state: &GroupState,
+        bound: u64,
+    ) -> Result<bool, Error> {
+        let Some(upto) = self.cleanup_through(state, bound) else {
+            return Ok(false);
+        };
+        let old: Vec<u64> = (state.meta.cleaned + 1..=upto).collect();
         let cleaned = GroupMeta {
             cleaned: upto,
-            ..meta
+            ..state.meta
         };
         // Losing the race to another state change only leaves the cleanup for later.
         self.replica
-            .clean_log(root, state.meta_cell.as_deref(), cleaned, &old)?;
-        Ok(())
+            .clean_log(root, state.meta_cell.as_deref(), cleaned, &old)
     }
 }
 

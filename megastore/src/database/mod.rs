@@ -155,6 +155,13 @@ pub(crate) struct Core {
 pub struct Database {
     core: Arc<Core>,
     indexer: Option<JoinHandle<()>>,
+    maintenance: Option<Maintenance>,
+}
+
+/// The replica's periodic upkeep thread, and the channel whose closing stops it.
+struct Maintenance {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: JoinHandle<()>,
 }
 
 impl Database {
@@ -224,9 +231,11 @@ impl Database {
             .name("megastore-global-indexer".into())
             .spawn(move || worker.run_indexer())
             .map_err(|e| Error::Invalid(format!("cannot start the indexer thread: {e}")))?;
+        let maintenance = core.start_maintenance()?;
         let db = Database {
             core,
             indexer: Some(indexer),
+            maintenance,
         };
         let unfinished: Vec<String> = db.core.building.read().iter().cloned().collect();
         for index in unfinished {
@@ -408,6 +417,13 @@ impl Database {
         self.core.scavenge()
     }
 
+    /// Deletes, in every group, the log positions every replica has durably applied,
+    /// keeping `log_retention` more; returns how many groups it cleaned. Replicated
+    /// databases run this (and the scavenger) every `Replication::maintenance_every`.
+    pub fn clean_logs(&self) -> Result<usize, Error> {
+        self.core.clean_logs()
+    }
+
     /// The root row of `group` (where its log lives).
     pub fn root_row(&self, group: &GroupKey) -> Result<RootRow, Error> {
         self.core.root_row(group)
@@ -422,6 +438,10 @@ impl Database {
 
 impl Drop for Database {
     fn drop(&mut self) {
+        if let Some(Maintenance { stop, thread }) = self.maintenance.take() {
+            drop(stop);
+            let _ = thread.join();
+        }
         self.core.queue.shut_down();
         if let Some(indexer) = self.indexer.take() {
             let _ = indexer.join();
@@ -430,6 +450,29 @@ impl Drop for Database {
 }
 
 impl Core {
+    /// Starts the replica's upkeep thread when replicated with an upkeep period: it
+    /// finishes abandoned writes and cleans logs, until the returned channel closes.
+    fn start_maintenance(self: &Arc<Self>) -> Result<Option<Maintenance>, Error> {
+        let Some(every) = self.replication().and_then(|r| r.maintenance_every) else {
+            return Ok(None);
+        };
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let core = self.clone();
+        let thread = std::thread::Builder::new()
+            .name("megastore-replica-upkeep".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(every)
+                {
+                    if let Err(e) = core.scavenge().and_then(|_| core.clean_logs()) {
+                        tracing::warn!("replica upkeep failed (retried next period): {e}");
+                    }
+                }
+            })
+            .map_err(|e| Error::Invalid(format!("cannot start the upkeep thread: {e}")))?;
+        Ok(Some(Maintenance { stop, thread }))
+    }
+
     pub(crate) fn engine(&self) -> &Engine {
         self.replica.engine()
     }

@@ -62,6 +62,9 @@ impl Peer for Unreachable {
     fn invalidate(&self, _: &RootRow, _: u64) -> Result<(), Error> {
         Err(self.err())
     }
+    fn durable_applied(&self, _: &RootRow) -> Result<u64, Error> {
+        Err(self.err())
+    }
 }
 
 /// The other members as this replica reaches them right now (`None` at the local one).
@@ -224,8 +227,59 @@ impl Core {
     /// replica knows the chosen value (choosing a no-op if nothing was accepted).
     /// Returns how many groups it caught up.
     pub(super) fn scavenge(&self) -> Result<usize, Error> {
-        let schema = self.current.read().1.clone();
         let mut finished = 0;
+        for root in self.group_roots()? {
+            let state = self.replica.group_state(&root)?;
+            if state.last_accepted() > state.meta.applied {
+                self.catch_up(&root, true)?;
+                finished += 1;
+            }
+        }
+        Ok(finished)
+    }
+
+    /// Deletes, in every group, the log positions that every replica has durably
+    /// applied, keeping `log_retention` more (and those the global indexes still need).
+    /// A replica that does not answer keeps every group's log as it is: it may need
+    /// those positions to catch up. Returns how many groups it cleaned.
+    pub(super) fn clean_logs(&self) -> Result<usize, Error> {
+        let mut cleaned = 0;
+        for root in self.group_roots()? {
+            let state = self.replica.group_state(&root)?;
+            if self.cleanup_through(&state, u64::MAX).is_none() {
+                continue; // too little to clean: ask no one
+            }
+            let bound = match self.replication() {
+                Some(config) if !self.sole_voter() => {
+                    match self.durable_applied_elsewhere(config, &root) {
+                        Some(applied) => applied,
+                        None => continue,
+                    }
+                }
+                _ => u64::MAX,
+            };
+            if self.clean_log_below(&root, &state, bound)? {
+                cleaned += 1;
+            }
+        }
+        Ok(cleaned)
+    }
+
+    /// The lowest position the other replicas report as durably applied in the group
+    /// at `root`; `None` if one does not answer.
+    fn durable_applied_elsewhere(&self, config: &Replication, root: &RootRow) -> Option<u64> {
+        let peers = Peers::new(config);
+        let mut lowest = u64::MAX;
+        for peer in peers.remote.iter().flatten() {
+            lowest = lowest.min(peer.durable_applied(root).ok()?);
+        }
+        Some(lowest)
+    }
+
+    /// The root row of every entity group of the current schema.
+    fn group_roots(&self) -> Result<Vec<RootRow>, Error> {
+        let schema = self.current.read().1.clone();
+        let mut roots = Vec::new();
         for root_table in schema
             .tables
             .iter()
@@ -236,18 +290,13 @@ impl Core {
                 crate::keys::storage_table(&schema, &root_table.name),
             );
             for row in self.group_rows(&table, true)? {
-                let root = RootRow {
+                roots.push(RootRow {
                     table: table.clone(),
                     row: row.key,
-                };
-                let state = self.replica.group_state(&root)?;
-                if state.last_accepted() > state.meta.applied {
-                    self.catch_up(&root, true)?;
-                    finished += 1;
-                }
+                });
             }
         }
-        Ok(finished)
+        Ok(roots)
     }
 
     /// The highest position a majority of voters knows of.
@@ -467,5 +516,9 @@ impl Peer for Core {
 
     fn invalidate(&self, root: &RootRow, position: u64) -> Result<(), Error> {
         Core::invalidate(self, root, position)
+    }
+
+    fn durable_applied(&self, root: &RootRow) -> Result<u64, Error> {
+        self.replica.durable_applied(root)
     }
 }

@@ -247,4 +247,9 @@ impl Peer for NetPeer {
         let root = root.clone();
         self.send(move |p| p.invalidate(&root, position))
     }
+
+    fn durable_applied(&self, root: &RootRow) -> Result<u64, Error> {
+        let root = root.clone();
+        self.send(move |p| p.durable_applied(&root))
+    }
 }

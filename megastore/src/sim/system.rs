@@ -5,7 +5,7 @@
 //! (sometimes tearing it), with restarts; coordinator lease loss; pauses (time jumps
 //! forward for everyone) and wall-clock steps either way (leases are measured on a
 //! monotonic clock, entry timestamps on the wall clock); and the scavenger finishing
-//! abandoned writes. Leases are short (every coordinator check renews at the lock
+//! abandoned writes; and replicas cleaning their logs. Leases are short (every coordinator check renews at the lock
 //! service) or long (a coordinator serves from its lease alone for a while). Everything random comes from the seed and the
 //! run is single-threaded, so a seed replays byte for byte.
 //!
@@ -68,6 +68,8 @@ pub struct SystemReport {
     pub lease_losses: usize,
     pub clock_jumps: usize,
     pub scavenged: usize,
+    /// Groups whose log a replica cleaned.
+    pub log_cleanups: usize,
     pub messages: u64,
     /// Transactions prepared in a batch and committed together.
     pub batched: usize,
@@ -185,6 +187,8 @@ pub fn run_system(seed: u64, operations: usize) -> SystemReport {
             parallel: false,
         },
         seed: Some(rng.next_u64()),
+        // The simulator cleans logs itself, as a fault step.
+        maintenance_every: None,
         database: DatabaseOptions {
             max_attempts: 4,
             log_retention: 4,
@@ -303,6 +307,14 @@ impl World {
                 let jump = self.rng.below(2 * self.lease_micros as u64);
                 self.tick(jump);
                 self.report.clock_jumps += 1;
+            }
+            24..=27 => {
+                let i = self.rng.below(n) as usize;
+                if let Ok(db) = self.cluster.replica(i) {
+                    if let Ok(cleaned) = db.clean_logs() {
+                        self.report.log_cleanups += cleaned;
+                    }
+                }
             }
             22..=23 => {
                 // The wall clock steps, forward or back.
@@ -573,9 +585,9 @@ impl World {
                     continue;
                 };
                 let peer = db.peer();
-                // Every applied position, so that replicas applying position n applied
-                // the same prefix.
-                for p in 1..=meta.applied {
+                // Every applied position not yet cleaned up, so that replicas applying
+                // position n applied the same prefix.
+                for p in meta.cleaned + 1..=meta.applied {
                     let value = match peer.chosen_value(&root, p) {
                         Ok(Some(value)) => value,
                         Ok(None) => {

@@ -38,6 +38,7 @@ struct Totals {
     batched: usize,
     shared_entry: usize,
     past_read: usize,
+    log_cleanups: usize,
 }
 
 impl Totals {
@@ -49,6 +50,7 @@ impl Totals {
         self.batched += report.batched;
         self.shared_entry += report.shared_entry;
         self.past_read += report.past_read;
+        self.log_cleanups += report.log_cleanups;
     }
 }
 
@@ -56,14 +58,15 @@ impl std::fmt::Display for Totals {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} acknowledged operations ({} transactions replayed against the log), {} unknown outcomes, {} replica crashes; group commit: {} transactions submitted together, {} sharing an entry, {} past the position after their read",
+            "{} acknowledged operations ({} transactions replayed against the log), {} unknown outcomes, {} replica crashes; group commit: {} transactions submitted together, {} sharing an entry, {} past the position after their read; {} log cleanups",
             self.acknowledged,
             self.transactions,
             self.unknown,
             self.crashes,
             self.batched,
             self.shared_entry,
-            self.past_read
+            self.past_read,
+            self.log_cleanups
         )
     }
 }
