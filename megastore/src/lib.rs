@@ -18,6 +18,7 @@ pub mod layout;
 pub mod log;
 pub mod paxos;
 pub mod read;
+pub mod remote;
 pub mod replica;
 pub mod replicas;
 pub mod replication;

@@ -57,18 +57,23 @@ pub async fn serve(
     let admin = BigtableTableAdminServer::new(admin::AdminService::new(engine))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    // Small responses must leave at once: with Nagle's algorithm on, a one-row read
-    // waited for the client's delayed ACK (40 ms).
-    let connections = TcpListenerStream::new(listener).map(|accepted| {
+    tonic::transport::Server::builder()
+        .add_service(data)
+        .add_service(admin)
+        .serve_with_incoming_shutdown(incoming_nodelay(listener), shutdown)
+        .await
+}
+
+/// The connections `listener` accepts, with Nagle's algorithm off: small responses must
+/// leave at once (with it on, a one-row read waited for the client's delayed ACK, 40 ms).
+pub fn incoming_nodelay(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    TcpListenerStream::new(listener).map(|accepted| {
         accepted.inspect(|stream| {
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::warn!("cannot set TCP_NODELAY: {e}");
             }
         })
-    });
-    tonic::transport::Server::builder()
-        .add_service(data)
-        .add_service(admin)
-        .serve_with_incoming_shutdown(connections, shutdown)
-        .await
+    })
 }

@@ -1,0 +1,179 @@
+//! Reaching the other replicas over gRPC: [`GrpcTransport`] gives, for each member, a
+//! [`GrpcPeer`] whose calls go to that member's replication server. Calls block the
+//! calling thread (transactions and reads are synchronous) on the transport's own
+//! small tokio runtime. A peer that does not answer within the timeout is an error,
+//! which the proposer treats as a lost message.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Response, Status};
+
+use super::generated::replication_client::ReplicationClient;
+use super::messages::{
+    AcceptRequest, ApplyRequest, Group, GroupRequest, PositionRequest, PrepareRequest,
+};
+use super::MAX_MESSAGE_BYTES;
+use crate::paxos::proposer::Reply;
+use crate::replica::RootRow;
+use crate::replicas::{Peer, Transport};
+use crate::replication::Acceptor;
+use crate::Error;
+
+/// The members' replication servers, by member index.
+pub struct GrpcTransport {
+    peers: Vec<Option<Arc<GrpcPeer>>>,
+}
+
+impl GrpcTransport {
+    /// `addresses[m]` is where member `m`'s replication server listens (`host:port`),
+    /// `None` for this replica itself. Connections are made on first use, and again
+    /// after a failure; `timeout` bounds each call and each connection attempt.
+    pub fn new(addresses: &[Option<String>], timeout: Duration) -> Result<Self, Error> {
+        let runtime = Arc::new(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("megastore-replication-client")
+                .enable_all()
+                .build()
+                .map_err(|e| Error::Invalid(format!("cannot start the client runtime: {e}")))?,
+        );
+        let mut peers = Vec::with_capacity(addresses.len());
+        for (member, address) in addresses.iter().enumerate() {
+            let Some(address) = address else {
+                peers.push(None);
+                continue;
+            };
+            let endpoint = Endpoint::from_shared(format!("http://{address}"))
+                .map_err(|e| Error::Invalid(format!("bad address {address}: {e}")))?
+                .connect_timeout(timeout)
+                .timeout(timeout)
+                .tcp_nodelay(true);
+            let channel = {
+                let _inside = runtime.enter();
+                endpoint.connect_lazy()
+            };
+            let client = ReplicationClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES);
+            peers.push(Some(Arc::new(GrpcPeer {
+                member,
+                client,
+                runtime: runtime.clone(),
+            })));
+        }
+        Ok(GrpcTransport { peers })
+    }
+}
+
+impl Transport for GrpcTransport {
+    fn peer(&self, member: usize) -> Result<Arc<dyn Peer>, Error> {
+        match self.peers.get(member) {
+            Some(Some(peer)) => Ok(peer.clone()),
+            _ => Err(Error::Invalid(format!(
+                "member {member} has no replication server address"
+            ))),
+        }
+    }
+}
+
+/// One member's replication server.
+pub struct GrpcPeer {
+    member: usize,
+    client: ReplicationClient<Channel>,
+    runtime: Arc<tokio::runtime::Runtime>,
+}
+
+impl GrpcPeer {
+    /// Runs one call to completion on the client runtime.
+    fn call<T, F>(&self, call: impl FnOnce(ReplicationClient<Channel>) -> F) -> Result<T, Error>
+    where
+        F: Future<Output = Result<Response<T>, Status>>,
+    {
+        let answer = self.runtime.block_on(call(self.client.clone()));
+        answer.map(Response::into_inner).map_err(|status| {
+            let why = format!("replica {}: {}", self.member, status.message());
+            match status.code() {
+                tonic::Code::InvalidArgument => Error::Invalid(why),
+                _ => Error::Unavailable(why),
+            }
+        })
+    }
+}
+
+fn group(root: &RootRow) -> Option<Group> {
+    Some(Group::from(root))
+}
+
+impl Acceptor for GrpcPeer {
+    fn prepare(&self, root: &RootRow, position: u64, ballot: u64) -> Result<Reply, Error> {
+        let request = PrepareRequest {
+            group: group(root),
+            position,
+            ballot,
+        };
+        let reply = self.call(|mut c| async move { c.prepare(request).await })?;
+        Reply::try_from(reply)
+    }
+
+    fn accept(
+        &self,
+        root: &RootRow,
+        position: u64,
+        ballot: u64,
+        value: &[u8],
+    ) -> Result<Reply, Error> {
+        let request = AcceptRequest {
+            group: group(root),
+            position,
+            ballot,
+            value: value.to_vec(),
+        };
+        let reply = self.call(|mut c| async move { c.accept(request).await })?;
+        Reply::try_from(reply)
+    }
+
+    fn highest_position(&self, root: &RootRow) -> Result<u64, Error> {
+        let request = GroupRequest { group: group(root) };
+        let reply = self.call(|mut c| async move { c.highest_position(request).await })?;
+        Ok(reply.position)
+    }
+
+    fn chosen_value(&self, root: &RootRow, position: u64) -> Result<Option<Vec<u8>>, Error> {
+        let request = PositionRequest {
+            group: group(root),
+            position,
+        };
+        let reply = self.call(|mut c| async move { c.chosen_value(request).await })?;
+        Ok(reply.value)
+    }
+}
+
+impl Peer for GrpcPeer {
+    fn apply(&self, root: &RootRow, position: u64, value: &[u8]) -> Result<(), Error> {
+        let request = ApplyRequest {
+            group: group(root),
+            position,
+            value: value.to_vec(),
+        };
+        self.call(|mut c| async move { c.apply(request).await })?;
+        Ok(())
+    }
+
+    fn invalidate(&self, root: &RootRow, position: u64) -> Result<(), Error> {
+        let request = PositionRequest {
+            group: group(root),
+            position,
+        };
+        self.call(|mut c| async move { c.invalidate(request).await })?;
+        Ok(())
+    }
+
+    fn durable_applied(&self, root: &RootRow) -> Result<u64, Error> {
+        let request = GroupRequest { group: group(root) };
+        let reply = self.call(|mut c| async move { c.durable_applied(request).await })?;
+        Ok(reply.position)
+    }
+}

@@ -1,0 +1,160 @@
+//! Replicas that reach each other only over gRPC on loopback: each replica's
+//! replication server runs in its own tokio runtime (dropping it is the replica's
+//! process dying), and each replica's transport is a `GrpcTransport` to the others.
+//! Writes at one replica are seen by current reads at another; with one replica's
+//! server gone, writes and current reads go on.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bigtable::fs::FaultyFs;
+use bigtable::EngineOptions;
+use megastore::cluster::{Cluster, ClusterOptions};
+use megastore::remote::client::GrpcTransport;
+use megastore::remote::server::serve;
+use megastore::replicas::{Peer, ReplicaKind, Transport};
+use megastore::sim::registers::{Observed, Op, Reg, SCHEMA};
+use megastore::{Database, DatabaseOptions, Error};
+
+/// A replica's replication server, alive until dropped.
+struct Server(Option<tokio::runtime::Runtime>);
+
+impl Server {
+    fn start(peer: Arc<dyn Peer>, listener: std::net::TcpListener) -> Server {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        listener.set_nonblocking(true).unwrap();
+        runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            serve(peer, listener, std::future::pending()).await
+        });
+        Server(Some(runtime))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Every task and connection goes at once, as when a process is killed.
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+fn run(db: &Database, op: Op) -> Result<Observed, Error> {
+    db.transact(&op.group_key(), |tx| op.run(tx))
+        .map(|(seen, _)| seen)
+}
+
+fn read(db: &Database, reg: Reg) -> Option<i64> {
+    run(db, Op::Read(reg)).unwrap().reads[0].1
+}
+
+#[test]
+fn replicas_reach_each_other_over_grpc_and_one_down_stops_nothing() {
+    let listeners: Vec<std::net::TcpListener> = (0..3)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let addresses: Vec<String> = listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect();
+    let fs: Vec<FaultyFs> = (0..3).map(|_| FaultyFs::new()).collect();
+    let options = ClusterOptions {
+        kinds: vec![ReplicaKind::Full; 3],
+        engine: EngineOptions::tiny(),
+        lease: Duration::from_millis(300),
+        maintenance_every: None,
+        database: DatabaseOptions {
+            max_attempts: 100,
+            ..DatabaseOptions::default()
+        },
+        ..ClusterOptions::default()
+    };
+    let cluster = Cluster::open_wrapped(
+        fs.iter().map(FaultyFs::shared).collect(),
+        (0..3).map(|i| PathBuf::from(format!("/r{i}"))).collect(),
+        SCHEMA,
+        options,
+        Some(Arc::new(move |me, _in_process| {
+            let others: Vec<Option<String>> = (0..3)
+                .map(|m| (m != me).then(|| addresses[m].clone()))
+                .collect();
+            Arc::new(GrpcTransport::new(&others, Duration::from_millis(500)).unwrap())
+                as Arc<dyn Transport>
+        })),
+    )
+    .unwrap();
+    let mut servers: Vec<Option<Server>> = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| Some(Server::start(cluster.replica(i).unwrap().peer(), l)))
+        .collect();
+    let (a, b) = (Reg { group: 0, id: 0 }, Reg { group: 0, id: 1 });
+
+    run(cluster.replica(0).unwrap(), Op::Write(a, 1)).unwrap();
+    assert_eq!(read(cluster.replica(2).unwrap(), a), Some(1));
+    run(cluster.replica(1).unwrap(), Op::Copy(a, b)).unwrap();
+    assert_eq!(read(cluster.replica(0).unwrap(), b), Some(1));
+
+    // Replica 2's server dies: the writer cannot invalidate it, waits its lease out,
+    // and commits with the other two.
+    servers[2] = None;
+    run(cluster.replica(0).unwrap(), Op::Write(a, 2)).unwrap();
+    assert_eq!(read(cluster.replica(1).unwrap(), a), Some(2));
+    let (meta, _) = cluster.replica(1).unwrap().group_meta(&a_group()).unwrap();
+    assert_eq!(meta.applied, 3);
+    drop(servers);
+}
+
+fn a_group() -> megastore::GroupKey {
+    megastore::sim::registers::group_key(0)
+}
+
+#[test]
+fn a_malformed_request_gets_a_clear_error_and_the_server_keeps_serving() {
+    use megastore::remote::generated::replication_client::ReplicationClient;
+    use megastore::remote::messages::{Group, GroupRequest, PositionRequest};
+
+    let engine = Arc::new(
+        bigtable::Engine::open(Arc::new(FaultyFs::new()), "/db", EngineOptions::tiny()).unwrap(),
+    );
+    let db = Database::open_with_schema(engine, SCHEMA, DatabaseOptions::default()).unwrap();
+    run(&db, Op::Write(Reg { group: 1, id: 0 }, 5)).unwrap();
+    let root = db
+        .root_row(&megastore::sim::registers::group_key(1))
+        .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let _server = Server::start(db.peer(), listener);
+    let client_runtime = tokio::runtime::Runtime::new().unwrap();
+    client_runtime.block_on(async {
+        let mut client = ReplicationClient::connect(address).await.unwrap();
+        let missing_group = PositionRequest {
+            group: None,
+            position: 1,
+        };
+        let status = client.chosen_value(missing_group).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        let unknown_table = GroupRequest {
+            group: Some(Group {
+                table: "no-such-table".into(),
+                row: b"x".to_vec(),
+            }),
+        };
+        let status = client.highest_position(unknown_table).await.unwrap_err();
+        assert_ne!(status.code(), tonic::Code::Ok);
+        // Still serving: the group's log end is the one committed entry.
+        let good = GroupRequest {
+            group: Some(Group::from(&root)),
+        };
+        let reply = client.highest_position(good).await.unwrap().into_inner();
+        assert_eq!(reply.position, 1);
+    });
+}
