@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use benches::megastore_counter::{counter_key, group, increment, open_cluster, Counter, Load};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use megastore::cluster::Cluster;
+use megastore::cluster::{Cluster, ClusterOptions};
 use megastore::replicas::ReplicaKind;
 use megastore::replication::ProposeOptions;
 use megastore::ReadMode;
@@ -35,9 +35,9 @@ fn open(kinds: &[ReplicaKind], fast_path: bool) -> Setup {
     let dir = tempfile::tempdir().expect("temporary directory");
     let propose = ProposeOptions {
         fast_path,
-        ..ProposeOptions::default()
+        ..ClusterOptions::default().propose
     };
-    let cluster = open_cluster(dir.path(), kinds, propose).expect("cluster");
+    let cluster = open_cluster(dir.path(), kinds, propose, None).expect("cluster");
     Setup {
         cluster: Arc::new(cluster),
         _dir: dir,

@@ -5,9 +5,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use std::path::Path;
+use std::sync::Arc;
 
 use bigtable::fs::RealFs;
-use megastore::cluster::{Cluster, ClusterOptions};
+use megastore::cluster::{Cluster, ClusterOptions, TransportWrapper};
 use megastore::replicas::ReplicaKind;
 use megastore::replication::ProposeOptions;
 use megastore::{Database, DatabaseOptions, Entity, GroupKey, Transaction, Value};
@@ -20,11 +21,13 @@ CREATE TABLE Counter { required int64 id; required int32 n; required int64 value
 ";
 
 /// An embedded cluster of `kinds` on the real file system, replica `i` in
-/// `root/replica-i`, proposing with `propose`; transactions retry without limit.
+/// `root/replica-i`, proposing with `propose`, its replicas reaching each other
+/// through `wrap` (in process if `None`); transactions retry without limit.
 pub fn open_cluster(
     root: &Path,
     kinds: &[ReplicaKind],
     propose: ProposeOptions,
+    wrap: Option<Arc<TransportWrapper>>,
 ) -> Result<Cluster, megastore::Error> {
     let dirs = (0..kinds.len())
         .map(|i| root.join(format!("replica-{i}")))
@@ -39,7 +42,7 @@ pub fn open_cluster(
         ..ClusterOptions::default()
     };
     let fs = kinds.iter().map(|_| RealFs::shared()).collect();
-    Cluster::open(fs, dirs, SCHEMA, options)
+    Cluster::open_wrapped(fs, dirs, SCHEMA, options, wrap)
 }
 
 pub fn group(id: i64) -> GroupKey {

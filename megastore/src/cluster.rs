@@ -53,7 +53,12 @@ impl Default for ClusterOptions {
             clock: Arc::new(SystemClock),
             lease_clock: Arc::new(MonotonicClock::new()),
             waiter: Arc::new(Sleeper),
-            propose: ProposeOptions::default(),
+            // In one process a call to a peer costs less than a thread to make it in
+            // parallel (docs/benchmarks.md, "Parallel accepts").
+            propose: ProposeOptions {
+                parallel: false,
+                ..ProposeOptions::default()
+            },
             seed: None,
             maintenance_every: Some(Duration::from_secs(10)),
             database: DatabaseOptions::default(),

@@ -256,7 +256,7 @@ pub fn log_end(replicas: &[&dyn Acceptor], root: &RootRow) -> Result<u64, Error>
 }
 
 /// Sends `requests` and returns each one's reply (`None`: no answer), in the order
-/// sent; in parallel if `parallel`, the first on this thread.
+/// sent; in parallel if `parallel`.
 fn ask_all(
     replicas: &[&dyn Acceptor],
     root: &RootRow,
@@ -264,30 +264,36 @@ fn ask_all(
     requests: Vec<(usize, Request)>,
     parallel: bool,
 ) -> Vec<(usize, Option<Reply>)> {
-    if !parallel || requests.len() < 2 {
-        return requests
-            .into_iter()
-            .map(|(to, request)| (to, ask(replicas[to], root, position, request)))
-            .collect();
+    let replies = each(&requests, parallel, |(to, request)| {
+        ask(replicas[*to], root, position, request.clone())
+    });
+    requests
+        .into_iter()
+        .map(|(to, _)| to)
+        .zip(replies)
+        .collect()
+}
+
+/// `f` of every item, in order; in parallel (one thread each, the first on this
+/// thread) if `parallel`. A call that panics gives `None`, as a peer that never
+/// answered.
+pub fn each<T: Sync, R: Send>(
+    items: &[T],
+    parallel: bool,
+    f: impl Fn(&T) -> Option<R> + Sync,
+) -> Vec<Option<R>> {
+    if !parallel || items.len() < 2 {
+        return items.iter().map(&f).collect();
     }
     std::thread::scope(|s| {
-        let mut requests = requests.into_iter();
-        let first = requests.next();
-        let others: Vec<_> = requests
-            .map(|(to, request)| {
-                let replica = replicas[to];
-                (to, s.spawn(move || ask(replica, root, position, request)))
-            })
+        let f = &f;
+        let others: Vec<_> = items[1..]
+            .iter()
+            .map(|item| s.spawn(move || f(item)))
             .collect();
-        let mut replies: Vec<(usize, Option<Reply>)> = first
-            .map(|(to, request)| (to, ask(replicas[to], root, position, request)))
-            .into_iter()
-            .collect();
-        for (to, handle) in others {
-            // A panicking acceptor is one that did not answer.
-            replies.push((to, handle.join().ok().flatten()));
-        }
-        replies
+        let mut results = vec![f(&items[0])];
+        results.extend(others.into_iter().map(|h| h.join().ok().flatten()));
+        results
     })
 }
 

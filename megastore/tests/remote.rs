@@ -13,9 +13,9 @@ use std::time::Duration;
 use bigtable::fs::FaultyFs;
 use bigtable::EngineOptions;
 use megastore::cluster::{Cluster, ClusterOptions};
-use megastore::remote::client::GrpcTransport;
-use megastore::remote::server::serve;
-use megastore::replicas::{Peer, ReplicaKind, Transport};
+use megastore::remote::client::cluster_wrapper;
+use megastore::remote::server::spawn;
+use megastore::replicas::{Peer, ReplicaKind};
 use megastore::sim::registers::{Observed, Op, Reg, SCHEMA};
 use megastore::{Database, DatabaseOptions, Error};
 
@@ -29,11 +29,7 @@ impl Server {
             .enable_all()
             .build()
             .unwrap();
-        listener.set_nonblocking(true).unwrap();
-        runtime.spawn(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            serve(peer, listener, std::future::pending()).await
-        });
+        spawn(runtime.handle(), peer, listener).unwrap();
         Server(Some(runtime))
     }
 }
@@ -82,13 +78,7 @@ fn replicas_reach_each_other_over_grpc_and_one_down_stops_nothing() {
         (0..3).map(|i| PathBuf::from(format!("/r{i}"))).collect(),
         SCHEMA,
         options,
-        Some(Arc::new(move |me, _in_process| {
-            let others: Vec<Option<String>> = (0..3)
-                .map(|m| (m != me).then(|| addresses[m].clone()))
-                .collect();
-            Arc::new(GrpcTransport::new(&others, Duration::from_millis(500)).unwrap())
-                as Arc<dyn Transport>
-        })),
+        Some(cluster_wrapper(&addresses, Duration::from_millis(500)).unwrap()),
     )
     .unwrap();
     let mut servers: Vec<Option<Server>> = listeners

@@ -16,7 +16,7 @@ use crate::log::LogEntry;
 use crate::paxos::proposer::{Outcome, Reply};
 use crate::replica::{GroupState, RootRow};
 use crate::replicas::{Peer, ReplicaKind, Replication};
-use crate::replication::{propose_at, Acceptor, ProposeOptions};
+use crate::replication::{each, propose_at, Acceptor, ProposeOptions};
 use crate::Error;
 
 use super::Core;
@@ -456,11 +456,13 @@ impl Core {
         value: &[u8],
     ) -> Result<(), Error> {
         self.apply_chosen(root, position, value)?;
-        for peer in peers.remote.iter().flatten() {
+        let remote: Vec<&Arc<dyn Peer>> = peers.remote.iter().flatten().collect();
+        each(&remote, peers.config.propose.parallel, |peer| {
             if let Err(e) = peer.apply(root, position, value) {
                 tracing::debug!("apply of position {position} deferred at a replica: {e}");
             }
-        }
+            Some(())
+        });
         Ok(())
     }
 

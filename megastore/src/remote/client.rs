@@ -68,6 +68,26 @@ impl GrpcTransport {
     }
 }
 
+/// What a `Cluster` (`Cluster::open_wrapped`) needs so that its replicas reach each
+/// other only through their replication servers at `addresses` (one per member).
+pub fn cluster_wrapper(
+    addresses: &[String],
+    timeout: Duration,
+) -> Result<Arc<crate::cluster::TransportWrapper>, Error> {
+    let transports = (0..addresses.len())
+        .map(|me| {
+            let others: Vec<Option<String>> = (0..addresses.len())
+                .map(|m| (m != me).then(|| addresses[m].clone()))
+                .collect();
+            GrpcTransport::new(&others, timeout).map(Arc::new)
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    Ok(Arc::new(move |me, in_process| match transports.get(me) {
+        Some(t) => t.clone() as Arc<dyn Transport>,
+        None => in_process as Arc<dyn Transport>,
+    }))
+}
+
 impl Transport for GrpcTransport {
     fn peer(&self, member: usize) -> Result<Arc<dyn Peer>, Error> {
         match self.peers.get(member) {

@@ -151,3 +151,24 @@ pub async fn serve(
         .serve_with_incoming_shutdown(bigtable::server::incoming_nodelay(listener), shutdown)
         .await
 }
+
+/// Serves `peer` on `listener` (bound already, so that its address is known first)
+/// from `runtime`, until the runtime shuts down.
+pub fn spawn(
+    runtime: &tokio::runtime::Handle,
+    peer: Arc<dyn Peer>,
+    listener: std::net::TcpListener,
+) -> Result<(), Error> {
+    let unusable = |e: std::io::Error| Error::Invalid(format!("cannot serve on the listener: {e}"));
+    listener.set_nonblocking(true).map_err(unusable)?;
+    let listener = {
+        let _inside = runtime.enter();
+        TcpListener::from_std(listener).map_err(unusable)?
+    };
+    runtime.spawn(async move {
+        if let Err(e) = serve(peer, listener, std::future::pending()).await {
+            tracing::error!("the replication server stopped: {e}");
+        }
+    });
+    Ok(())
+}

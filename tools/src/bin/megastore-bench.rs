@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 use benches::megastore_counter::{open_cluster, Counter, Load};
 use clap::{Parser, ValueEnum};
 use megastore::cluster::Cluster;
+use megastore::remote::client::cluster_wrapper;
+use megastore::remote::server::spawn;
 use megastore::replicas::ReplicaKind;
 use megastore::replication::ProposeOptions;
 
@@ -29,6 +31,22 @@ enum Kind {
     Full,
     Witness,
     ReadOnly,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Sends {
+    Auto,
+    Parallel,
+    Sequential,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Via {
+    /// Replicas call each other directly.
+    InProcess,
+    /// Replicas reach each other only through their replication servers over gRPC on
+    /// loopback.
+    Grpc,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -61,9 +79,13 @@ struct Cli {
     /// Always prepare before accepting (no fast path at the position's leader).
     #[arg(long)]
     slow_path: bool,
-    /// Send a round's requests to the replicas one after another, not in parallel.
-    #[arg(long)]
-    sequential: bool,
+    /// How a round's requests go to the replicas (auto: in parallel over gRPC, one
+    /// after another in process, where a call costs less than a thread).
+    #[arg(long, value_enum, default_value = "auto")]
+    sends: Sends,
+    /// How the replicas reach each other.
+    #[arg(long, value_enum, default_value = "in-process")]
+    transport: Via,
     #[arg(long, default_value_t = 1)]
     threads: u64,
     /// Entity groups the threads spread over.
@@ -124,16 +146,66 @@ fn run(cli: &Cli) -> Result<String, String> {
     }
     let propose = ProposeOptions {
         fast_path: !cli.slow_path,
-        parallel: !cli.sequential,
+        parallel: match cli.sends {
+            Sends::Parallel => true,
+            Sends::Sequential => false,
+            Sends::Auto => cli.transport == Via::Grpc,
+        },
         ..ProposeOptions::default()
     };
-    let cluster = open_cluster(&root, &kinds, propose).map_err(|e| e.to_string())?;
+    let (cluster, servers) = match cli.transport {
+        Via::InProcess => (open_cluster(&root, &kinds, propose, None), None),
+        Via::Grpc => over_grpc(&root, &kinds, propose)?,
+    };
+    let cluster = cluster.map_err(|e| e.to_string())?;
     let result = measure(cli, &cluster, &full);
+    if let Some(servers) = servers {
+        servers.shutdown_background();
+    }
     drop(cluster);
     if temporary {
         let _ = std::fs::remove_dir_all(&root);
     }
     result
+}
+
+type Opened = (
+    Result<Cluster, megastore::Error>,
+    Option<tokio::runtime::Runtime>,
+);
+
+/// The cluster with each replica's replication server listening on a loopback port
+/// (served from the returned runtime), the replicas reaching each other only there.
+fn over_grpc(
+    root: &std::path::Path,
+    kinds: &[ReplicaKind],
+    propose: ProposeOptions,
+) -> Result<Opened, String> {
+    let listeners = kinds
+        .iter()
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("cannot listen on loopback: {e}"))?;
+    let addresses = listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.to_string()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let wrap = cluster_wrapper(&addresses, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    let cluster = match open_cluster(root, kinds, propose, Some(wrap)) {
+        Ok(cluster) => cluster,
+        Err(e) => return Ok((Err(e), None)),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the server runtime: {e}"))?;
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let peer = cluster.replica(i).map_err(|e| e.to_string())?.peer();
+        spawn(runtime.handle(), peer, listener).map_err(|e| e.to_string())?;
+    }
+    Ok((Ok(cluster), Some(runtime)))
 }
 
 fn measure(cli: &Cli, cluster: &Cluster, full: &[usize]) -> Result<String, String> {
