@@ -55,6 +55,13 @@ pub trait Peer: Acceptor {
     /// How far this replica has applied the group, durably (see
     /// `Replica::durable_applied`): the log below it may be deleted everywhere.
     fn durable_applied(&self, root: &RootRow) -> Result<u64, Error>;
+    /// [`Peer::apply`] without waiting for the answer, where the transport can send
+    /// and go on (over a network); here, it applies before returning.
+    fn apply_in_background(self: Arc<Self>, root: RootRow, position: u64, value: Vec<u8>) {
+        if let Err(e) = self.apply(&root, position, &value) {
+            tracing::debug!("apply of position {position} deferred at a replica: {e}");
+        }
+    }
 }
 
 /// How one replica reaches the others (by index in the member list).

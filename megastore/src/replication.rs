@@ -277,7 +277,7 @@ fn ask_all(
 /// `f` of every item, in order; in parallel (one thread each, the first on this
 /// thread) if `parallel`. A call that panics gives `None`, as a peer that never
 /// answered.
-pub fn each<T: Sync, R: Send>(
+fn each<T: Sync, R: Send>(
     items: &[T],
     parallel: bool,
     f: impl Fn(&T) -> Option<R> + Sync,

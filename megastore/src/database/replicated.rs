@@ -16,7 +16,7 @@ use crate::log::LogEntry;
 use crate::paxos::proposer::{Outcome, Reply};
 use crate::replica::{GroupState, RootRow};
 use crate::replicas::{Peer, ReplicaKind, Replication};
-use crate::replication::{each, propose_at, Acceptor, ProposeOptions};
+use crate::replication::{propose_at, Acceptor, ProposeOptions};
 use crate::Error;
 
 use super::Core;
@@ -456,13 +456,15 @@ impl Core {
         value: &[u8],
     ) -> Result<(), Error> {
         self.apply_chosen(root, position, value)?;
-        let remote: Vec<&Arc<dyn Peer>> = peers.remote.iter().flatten().collect();
-        each(&remote, peers.config.propose.parallel, |peer| {
-            if let Err(e) = peer.apply(root, position, value) {
+        for peer in peers.remote.iter().flatten() {
+            if peers.config.propose.parallel {
+                // Nothing waits for it: a replica that misses it catches up later.
+                peer.clone()
+                    .apply_in_background(root.clone(), position, value.to_vec());
+            } else if let Err(e) = peer.apply(root, position, value) {
                 tracing::debug!("apply of position {position} deferred at a replica: {e}");
             }
-            Some(())
-        });
+        }
         Ok(())
     }
 

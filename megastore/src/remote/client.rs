@@ -191,6 +191,23 @@ impl Peer for GrpcPeer {
         Ok(())
     }
 
+    fn apply_in_background(self: Arc<Self>, root: RootRow, position: u64, value: Vec<u8>) {
+        let request = ApplyRequest {
+            group: group(&root),
+            position,
+            value,
+        };
+        let mut client = self.client.clone();
+        let member = self.member;
+        self.runtime.spawn(async move {
+            if let Err(status) = client.apply(request).await {
+                tracing::debug!(
+                    "apply of position {position} deferred at replica {member}: {status}"
+                );
+            }
+        });
+    }
+
     fn durable_applied(&self, root: &RootRow) -> Result<u64, Error> {
         let request = GroupRequest { group: group(root) };
         let reply = self.call(|mut c| async move { c.durable_applied(request).await })?;

@@ -4,6 +4,7 @@
 //! reaches them, the same trait the in-process cluster and the simulator use.
 
 pub mod client;
+pub mod latency;
 pub mod messages;
 pub mod server;
 

@@ -18,13 +18,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use benches::megastore_counter::{open_cluster, Counter, Load};
+use benches::megastore_counter::{counter_key, group, open_cluster, Counter, Load};
 use clap::{Parser, ValueEnum};
 use megastore::cluster::Cluster;
+use megastore::cluster::TransportWrapper;
 use megastore::remote::client::cluster_wrapper;
+use megastore::remote::latency::{DelayedTransport, Latencies};
 use megastore::remote::server::spawn;
 use megastore::replicas::ReplicaKind;
+use megastore::replicas::Transport;
 use megastore::replication::ProposeOptions;
+use megastore::{Database, ReadMode};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Kind {
@@ -86,6 +90,16 @@ struct Cli {
     /// How the replicas reach each other.
     #[arg(long, value_enum, default_value = "in-process")]
     transport: Via,
+    /// Each replica's region, in order (for `--inject-latency`).
+    #[arg(long, value_delimiter = ',')]
+    regions: Vec<String>,
+    /// Round-trip times between regions, `a:b=ms,...`: every call between replicas
+    /// of those regions is delayed by it.
+    #[arg(long)]
+    inject_latency: Option<String>,
+    /// Current reads to time after the commits, at the first writer's replica.
+    #[arg(long, default_value_t = 1000)]
+    reads: u64,
     #[arg(long, default_value_t = 1)]
     threads: u64,
     /// Entity groups the threads spread over.
@@ -154,8 +168,11 @@ fn run(cli: &Cli) -> Result<String, String> {
         ..ProposeOptions::default()
     };
     let (cluster, servers) = match cli.transport {
-        Via::InProcess => (open_cluster(&root, &kinds, propose, None), None),
-        Via::Grpc => over_grpc(&root, &kinds, propose)?,
+        Via::InProcess => {
+            let wrap = with_latency(None, cli)?;
+            (open_cluster(&root, &kinds, propose, wrap), None)
+        }
+        Via::Grpc => over_grpc(&root, &kinds, propose, cli)?,
     };
     let cluster = cluster.map_err(|e| e.to_string())?;
     let result = measure(cli, &cluster, &full);
@@ -180,6 +197,7 @@ fn over_grpc(
     root: &std::path::Path,
     kinds: &[ReplicaKind],
     propose: ProposeOptions,
+    cli: &Cli,
 ) -> Result<Opened, String> {
     let listeners = kinds
         .iter()
@@ -192,7 +210,7 @@ fn over_grpc(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
     let wrap = cluster_wrapper(&addresses, Duration::from_secs(2)).map_err(|e| e.to_string())?;
-    let cluster = match open_cluster(root, kinds, propose, Some(wrap)) {
+    let cluster = match open_cluster(root, kinds, propose, with_latency(Some(wrap), cli)?) {
         Ok(cluster) => cluster,
         Err(e) => return Ok((Err(e), None)),
     };
@@ -206,6 +224,36 @@ fn over_grpc(
         spawn(runtime.handle(), peer, listener).map_err(|e| e.to_string())?;
     }
     Ok((Ok(cluster), Some(runtime)))
+}
+
+/// `base` (in process if `None`), with `--inject-latency` added when asked for.
+fn with_latency(
+    base: Option<Arc<TransportWrapper>>,
+    cli: &Cli,
+) -> Result<Option<Arc<TransportWrapper>>, String> {
+    let Some(spec) = &cli.inject_latency else {
+        return Ok(base);
+    };
+    if cli.regions.len() != cli.replicas.len() {
+        return Err(format!(
+            "--inject-latency needs --regions naming each of the {} replicas",
+            cli.replicas.len()
+        ));
+    }
+    let latencies = Arc::new(Latencies::parse(spec).map_err(|e| e.to_string())?);
+    let regions = cli.regions.clone();
+    Ok(Some(Arc::new(move |me, in_process| {
+        let inner = match &base {
+            Some(wrap) => wrap(me, in_process),
+            None => in_process as Arc<dyn Transport>,
+        };
+        Arc::new(DelayedTransport {
+            inner,
+            from: regions[me].clone(),
+            regions: regions.clone(),
+            latencies: latencies.clone(),
+        }) as Arc<dyn Transport>
+    })))
 }
 
 fn measure(cli: &Cli, cluster: &Cluster, full: &[usize]) -> Result<String, String> {
@@ -251,22 +299,50 @@ fn measure(cli: &Cli, cluster: &Cluster, full: &[usize]) -> Result<String, Strin
     });
     let after = stats();
     latencies.sort_unstable();
-    let percentile = |p: f64| {
-        let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
-        latencies.get(i).copied().unwrap_or_default()
-    };
     let commits = (after.0 - before.0).max(1) as f64;
-    Ok(format!(
+    let mut line = format!(
         "{} commits in {:.2} s: {:.0} commits/s; latency p50 {} p99 {} max {}; {:.2} conflicts per commit, {:.2} commits per log entry",
         latencies.len(),
         wall.as_secs_f64(),
         cli.commits as f64 / wall.as_secs_f64(),
-        micros(percentile(0.5)),
-        micros(percentile(0.99)),
-        micros(percentile(1.0)),
+        micros(percentile(&latencies, 0.5)),
+        micros(percentile(&latencies, 0.99)),
+        micros(percentile(&latencies, 1.0)),
         (after.1 - before.1) as f64 / commits,
         commits / (after.2 - before.2).max(1) as f64,
-    ))
+    );
+    if cli.reads > 0 {
+        let reads = current_reads(databases[0], cli.reads)?;
+        line += &format!(
+            "; current read p50 {} p99 {}",
+            micros(percentile(&reads, 0.5)),
+            micros(percentile(&reads, 0.99))
+        );
+    }
+    Ok(line)
+}
+
+/// The latencies, sorted, of `n` current reads of group 0's first counter at `db`.
+fn current_reads(db: &Database, n: u64) -> Result<Vec<Duration>, String> {
+    let mut latencies = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let began = Instant::now();
+        let snapshot = db
+            .read(&group(0), ReadMode::Current)
+            .map_err(|e| format!("current read: {e}"))?;
+        snapshot
+            .get("Counter", &counter_key(0, 0))
+            .map_err(|e| format!("current read: {e}"))?;
+        latencies.push(began.elapsed());
+    }
+    latencies.sort_unstable();
+    Ok(latencies)
+}
+
+/// The `p` quantile of sorted `latencies`.
+fn percentile(latencies: &[Duration], p: f64) -> Duration {
+    let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
+    latencies.get(i).copied().unwrap_or_default()
 }
 
 fn micros(d: Duration) -> String {
