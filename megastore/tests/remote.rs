@@ -148,3 +148,39 @@ fn a_malformed_request_gets_a_clear_error_and_the_server_keeps_serving() {
         assert_eq!(reply.position, 1);
     });
 }
+
+#[test]
+fn replicas_behind_injected_latency_still_replicate() {
+    use megastore::remote::latency::{DelayedTransport, Latencies};
+    use megastore::replicas::Transport;
+
+    let latencies = Arc::new(Latencies::parse("a:b=2,a:c=4,b:c=6").unwrap());
+    let regions: Vec<String> = ["a", "b", "c"].iter().map(|r| r.to_string()).collect();
+    let fs: Vec<FaultyFs> = (0..3).map(|_| FaultyFs::new()).collect();
+    let options = ClusterOptions {
+        kinds: vec![ReplicaKind::Full; 3],
+        engine: EngineOptions::tiny(),
+        maintenance_every: None,
+        ..ClusterOptions::default()
+    };
+    let cluster = Cluster::open_wrapped(
+        fs.iter().map(FaultyFs::shared).collect(),
+        (0..3).map(|i| PathBuf::from(format!("/r{i}"))).collect(),
+        SCHEMA,
+        options,
+        Some(Arc::new(move |me, in_process| {
+            Arc::new(DelayedTransport {
+                inner: in_process,
+                from: regions[me].clone(),
+                regions: regions.clone(),
+                latencies: latencies.clone(),
+            }) as Arc<dyn Transport>
+        })),
+    )
+    .unwrap();
+    let a = Reg { group: 1, id: 2 };
+    run(cluster.replica(2).unwrap(), Op::Write(a, 9)).unwrap();
+    for i in 0..3 {
+        assert_eq!(read(cluster.replica(i).unwrap(), a), Some(9), "replica {i}");
+    }
+}
