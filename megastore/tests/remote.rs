@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bigtable::fs::FaultyFs;
 use bigtable::EngineOptions;
-use megastore::cluster::{Cluster, ClusterOptions};
+use megastore::cluster::{Cluster, ClusterOptions, TransportWrapper};
 use megastore::remote::client::cluster_wrapper;
 use megastore::remote::server::spawn;
 use megastore::replicas::{Peer, ReplicaKind};
@@ -43,6 +43,30 @@ impl Drop for Server {
     }
 }
 
+/// Three full replicas on in-memory file systems, reaching each other through `wrap`.
+/// A writer that cannot reach a replica waits out its 300 ms lease.
+fn three_full(wrap: Arc<TransportWrapper>) -> Cluster {
+    let options = ClusterOptions {
+        kinds: vec![ReplicaKind::Full; 3],
+        engine: EngineOptions::tiny(),
+        lease: Duration::from_millis(300),
+        maintenance_every: None,
+        database: DatabaseOptions {
+            max_attempts: 100,
+            ..DatabaseOptions::default()
+        },
+        ..ClusterOptions::default()
+    };
+    Cluster::open_wrapped(
+        (0..3).map(|_| FaultyFs::new().shared()).collect(),
+        (0..3).map(|i| PathBuf::from(format!("/r{i}"))).collect(),
+        SCHEMA,
+        options,
+        Some(wrap),
+    )
+    .unwrap()
+}
+
 fn run(db: &Database, op: Op) -> Result<Observed, Error> {
     db.transact(&op.group_key(), |tx| op.run(tx))
         .map(|(seen, _)| seen)
@@ -61,26 +85,7 @@ fn replicas_reach_each_other_over_grpc_and_one_down_stops_nothing() {
         .iter()
         .map(|l| l.local_addr().unwrap().to_string())
         .collect();
-    let fs: Vec<FaultyFs> = (0..3).map(|_| FaultyFs::new()).collect();
-    let options = ClusterOptions {
-        kinds: vec![ReplicaKind::Full; 3],
-        engine: EngineOptions::tiny(),
-        lease: Duration::from_millis(300),
-        maintenance_every: None,
-        database: DatabaseOptions {
-            max_attempts: 100,
-            ..DatabaseOptions::default()
-        },
-        ..ClusterOptions::default()
-    };
-    let cluster = Cluster::open_wrapped(
-        fs.iter().map(FaultyFs::shared).collect(),
-        (0..3).map(|i| PathBuf::from(format!("/r{i}"))).collect(),
-        SCHEMA,
-        options,
-        Some(cluster_wrapper(&addresses, Duration::from_millis(500)).unwrap()),
-    )
-    .unwrap();
+    let cluster = three_full(cluster_wrapper(&addresses, Duration::from_millis(500)).unwrap());
     let mut servers: Vec<Option<Server>> = listeners
         .into_iter()
         .enumerate()
@@ -151,33 +156,11 @@ fn a_malformed_request_gets_a_clear_error_and_the_server_keeps_serving() {
 
 #[test]
 fn replicas_behind_injected_latency_still_replicate() {
-    use megastore::remote::latency::{DelayedTransport, Latencies};
-    use megastore::replicas::Transport;
+    use megastore::remote::latency::{self, Latencies};
 
     let latencies = Arc::new(Latencies::parse("a:b=2,a:c=4,b:c=6").unwrap());
     let regions: Vec<String> = ["a", "b", "c"].iter().map(|r| r.to_string()).collect();
-    let fs: Vec<FaultyFs> = (0..3).map(|_| FaultyFs::new()).collect();
-    let options = ClusterOptions {
-        kinds: vec![ReplicaKind::Full; 3],
-        engine: EngineOptions::tiny(),
-        maintenance_every: None,
-        ..ClusterOptions::default()
-    };
-    let cluster = Cluster::open_wrapped(
-        fs.iter().map(FaultyFs::shared).collect(),
-        (0..3).map(|i| PathBuf::from(format!("/r{i}"))).collect(),
-        SCHEMA,
-        options,
-        Some(Arc::new(move |me, in_process| {
-            Arc::new(DelayedTransport {
-                inner: in_process,
-                from: regions[me].clone(),
-                regions: regions.clone(),
-                latencies: latencies.clone(),
-            }) as Arc<dyn Transport>
-        })),
-    )
-    .unwrap();
+    let cluster = three_full(latency::cluster_wrapper(None, regions, latencies));
     let a = Reg { group: 1, id: 2 };
     run(cluster.replica(2).unwrap(), Op::Write(a, 9)).unwrap();
     for i in 0..3 {

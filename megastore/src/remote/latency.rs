@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cluster::TransportWrapper;
 use crate::paxos::proposer::Reply;
 use crate::replica::RootRow;
 use crate::replicas::{Peer, Transport};
@@ -73,6 +74,28 @@ impl Transport for DelayedTransport {
         }
         Ok(Arc::new(DelayedPeer { peer, one_way }))
     }
+}
+
+/// What a `Cluster` (`Cluster::open_wrapped`) needs so that each call between its
+/// replicas, made through `base` (in process if `None`), is delayed as `latencies`
+/// says for the replicas' `regions` (one per member).
+pub fn cluster_wrapper(
+    base: Option<Arc<TransportWrapper>>,
+    regions: Vec<String>,
+    latencies: Arc<Latencies>,
+) -> Arc<TransportWrapper> {
+    Arc::new(move |me, in_process| {
+        let inner = match &base {
+            Some(wrap) => wrap(me, in_process),
+            None => in_process as Arc<dyn Transport>,
+        };
+        Arc::new(DelayedTransport {
+            inner,
+            from: regions.get(me).cloned().unwrap_or_default(),
+            regions: regions.clone(),
+            latencies: latencies.clone(),
+        }) as Arc<dyn Transport>
+    })
 }
 
 /// A peer a network delay away.

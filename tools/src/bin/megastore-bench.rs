@@ -20,13 +20,11 @@ use std::time::{Duration, Instant};
 
 use benches::megastore_counter::{counter_key, group, open_cluster, Counter, Load};
 use clap::{Parser, ValueEnum};
-use megastore::cluster::Cluster;
-use megastore::cluster::TransportWrapper;
+use megastore::cluster::{Cluster, TransportWrapper};
 use megastore::remote::client::cluster_wrapper;
-use megastore::remote::latency::{DelayedTransport, Latencies};
+use megastore::remote::latency::{self, Latencies};
 use megastore::remote::server::spawn;
 use megastore::replicas::ReplicaKind;
-use megastore::replicas::Transport;
 use megastore::replication::ProposeOptions;
 use megastore::{Database, ReadMode};
 
@@ -170,11 +168,14 @@ fn run(cli: &Cli) -> Result<String, String> {
     let (cluster, servers) = match cli.transport {
         Via::InProcess => {
             let wrap = with_latency(None, cli)?;
-            (open_cluster(&root, &kinds, propose, wrap), None)
+            let cluster = open_cluster(&root, &kinds, propose, wrap).map_err(|e| e.to_string())?;
+            (cluster, None)
         }
-        Via::Grpc => over_grpc(&root, &kinds, propose, cli)?,
+        Via::Grpc => {
+            let (cluster, servers) = over_grpc(&root, &kinds, propose, cli)?;
+            (cluster, Some(servers))
+        }
     };
-    let cluster = cluster.map_err(|e| e.to_string())?;
     let result = measure(cli, &cluster, &full);
     if let Some(servers) = servers {
         servers.shutdown_background();
@@ -186,11 +187,6 @@ fn run(cli: &Cli) -> Result<String, String> {
     result
 }
 
-type Opened = (
-    Result<Cluster, megastore::Error>,
-    Option<tokio::runtime::Runtime>,
-);
-
 /// The cluster with each replica's replication server listening on a loopback port
 /// (served from the returned runtime), the replicas reaching each other only there.
 fn over_grpc(
@@ -198,7 +194,7 @@ fn over_grpc(
     kinds: &[ReplicaKind],
     propose: ProposeOptions,
     cli: &Cli,
-) -> Result<Opened, String> {
+) -> Result<(Cluster, tokio::runtime::Runtime), String> {
     let listeners = kinds
         .iter()
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
@@ -210,10 +206,8 @@ fn over_grpc(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
     let wrap = cluster_wrapper(&addresses, Duration::from_secs(2)).map_err(|e| e.to_string())?;
-    let cluster = match open_cluster(root, kinds, propose, with_latency(Some(wrap), cli)?) {
-        Ok(cluster) => cluster,
-        Err(e) => return Ok((Err(e), None)),
-    };
+    let cluster = open_cluster(root, kinds, propose, with_latency(Some(wrap), cli)?)
+        .map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -223,7 +217,7 @@ fn over_grpc(
         let peer = cluster.replica(i).map_err(|e| e.to_string())?.peer();
         spawn(runtime.handle(), peer, listener).map_err(|e| e.to_string())?;
     }
-    Ok((Ok(cluster), Some(runtime)))
+    Ok((cluster, runtime))
 }
 
 /// `base` (in process if `None`), with `--inject-latency` added when asked for.
@@ -241,19 +235,11 @@ fn with_latency(
         ));
     }
     let latencies = Arc::new(Latencies::parse(spec).map_err(|e| e.to_string())?);
-    let regions = cli.regions.clone();
-    Ok(Some(Arc::new(move |me, in_process| {
-        let inner = match &base {
-            Some(wrap) => wrap(me, in_process),
-            None => in_process as Arc<dyn Transport>,
-        };
-        Arc::new(DelayedTransport {
-            inner,
-            from: regions[me].clone(),
-            regions: regions.clone(),
-            latencies: latencies.clone(),
-        }) as Arc<dyn Transport>
-    })))
+    Ok(Some(latency::cluster_wrapper(
+        base,
+        cli.regions.clone(),
+        latencies,
+    )))
 }
 
 fn measure(cli: &Cli, cluster: &Cluster, full: &[usize]) -> Result<String, String> {
