@@ -69,7 +69,7 @@ impl Default for ClusterOptions {
 struct Slot {
     fs: SharedFs,
     dir: PathBuf,
-    database: Option<Database>,
+    database: Option<Arc<Database>>,
 }
 
 /// A database's replicas, all in this process.
@@ -161,7 +161,17 @@ impl Cluster {
     pub fn replica(&self, i: usize) -> Result<&Database, Error> {
         self.slots
             .get(i)
-            .and_then(|s| s.database.as_ref())
+            .and_then(|s| s.database.as_deref())
+            .ok_or_else(|| Error::Unavailable(format!("replica {i} is not running")))
+    }
+
+    /// Replica `i`'s database as a handle that outlives a borrow of the cluster (a
+    /// server holds it). The replica closes when the cluster stops it and no handle
+    /// is left.
+    pub fn handle(&self, i: usize) -> Result<Arc<Database>, Error> {
+        self.slots
+            .get(i)
+            .and_then(|s| s.database.clone())
             .ok_or_else(|| Error::Unavailable(format!("replica {i} is not running")))
     }
 
@@ -214,7 +224,7 @@ impl Cluster {
         };
         let database = Database::open_with_schema(engine, &self.schema, options)?;
         self.transport.register(i, database.peer());
-        self.slots[i].database = Some(database);
+        self.slots[i].database = Some(Arc::new(database));
         Ok(())
     }
 

@@ -4,18 +4,24 @@
 //! and transactions, reads and indexes (`database`). Layout on the tablet server:
 //! `docs/megastore-layout.md`.
 
+pub mod api;
 mod apply;
+pub mod auth;
 pub mod catalog;
 pub mod cluster;
 pub mod coordinator;
 pub mod database;
+pub mod deployment;
 pub mod entity;
+pub mod etcd;
+pub mod examples;
 pub mod footprint;
 mod global;
 pub mod index;
 pub mod keys;
 pub mod layout;
 pub mod log;
+pub mod node;
 pub mod paxos;
 pub mod read;
 pub mod remote;
@@ -26,6 +32,7 @@ pub mod schema;
 pub mod sim;
 pub mod txn;
 
+pub use database::detached::{Mutation, ReadSet, ReadToken};
 pub use database::{Committed, Database, DatabaseOptions, DatabaseStats, GroupKey, Stale};
 pub use entity::{Entity, Prop};
 pub use index::{merge_join, IndexHit};

@@ -157,7 +157,7 @@ impl Snapshot<'_> {
     }
 
     /// The row of `table`'s entity `key`, which must belong to this group.
-    fn own_row(&self, table: &str, key: &[Value]) -> Result<Vec<u8>, Error> {
+    pub(crate) fn own_row(&self, table: &str, key: &[Value]) -> Result<Vec<u8>, Error> {
         let t = self.own_table(table)?;
         let row = row_key(&self.schema, table, key)?;
         self.check_group(t, &key[..group_columns(t)])?;

@@ -13,8 +13,8 @@ use std::time::Duration;
 use bigtable::fs::FaultyFs;
 use bigtable::EngineOptions;
 use megastore::cluster::{Cluster, ClusterOptions, TransportWrapper};
+use megastore::node::{spawn, Services};
 use megastore::remote::client::cluster_wrapper;
-use megastore::remote::server::spawn;
 use megastore::replicas::{Peer, ReplicaKind};
 use megastore::sim::registers::{Observed, Op, Reg, SCHEMA};
 use megastore::{Database, DatabaseOptions, Error};
@@ -29,7 +29,13 @@ impl Server {
             .enable_all()
             .build()
             .unwrap();
-        spawn(runtime.handle(), peer, listener).unwrap();
+        spawn(
+            runtime.handle(),
+            Services::replication_only(peer),
+            listener,
+            std::future::pending(),
+        )
+        .unwrap();
         Server(Some(runtime))
     }
 }

@@ -234,12 +234,12 @@ thread_local! {
 /// thread takes the lock: a nested one is covered by it, and taking it again could
 /// deadlock behind a waiting schema change (which, in turn, is not starved by
 /// overlapping transactions as it would be with recursive read locks).
-struct GateGuard<'a> {
+pub(super) struct GateGuard<'a> {
     _lock: Option<parking_lot::RwLockReadGuard<'a, ()>>,
 }
 
 impl<'a> GateGuard<'a> {
-    fn enter(gate: &'a RwLock<()>) -> Self {
+    pub(super) fn enter(gate: &'a RwLock<()>) -> Self {
         let depth = GATE_DEPTH.with(|d| {
             d.set(d.get() + 1);
             d.get()

@@ -36,6 +36,7 @@ pub(crate) use commit::{Prepared, Verdict};
 pub(crate) use group::Ran;
 
 mod commit;
+pub mod detached;
 mod group;
 mod indexing;
 mod replicated;
@@ -252,6 +253,15 @@ impl Database {
         self.core.current.read().0
     }
 
+    /// The stored text of the current schema, and its version.
+    pub fn schema_text(&self) -> Result<(u64, String), Error> {
+        let history = self.core.catalog().history(&self.core.name)?;
+        history
+            .into_iter()
+            .next_back()
+            .ok_or_else(|| Error::Damaged(format!("schema {} has no text", self.core.name)))
+    }
+
     /// Adds to the schema (tables, properties, indexes; nothing may be removed or
     /// changed) and back-fills its new indexes; returns the new version. Back-filling
     /// commits one entry in every entity group of the indexed table.
@@ -360,6 +370,22 @@ impl Database {
     /// Stops (or restarts) the background global-index maintenance; commits go on.
     pub fn pause_global_indexing(&self, paused: bool) {
         self.core.queue.set_paused(paused);
+    }
+
+    /// This replica's id and the members of its groups (itself alone when not
+    /// replicated).
+    pub fn membership(&self) -> (u32, Vec<crate::replicas::Member>) {
+        let id = self.core.options.replica_id;
+        match self.core.replication() {
+            Some(r) => (r.local_member().id, r.members.clone()),
+            None => (
+                id,
+                vec![crate::replicas::Member {
+                    id,
+                    kind: ReplicaKind::Full,
+                }],
+            ),
+        }
     }
 
     pub fn stats(&self) -> DatabaseStats {

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Response, Status};
 
@@ -16,6 +17,7 @@ use super::messages::{
     AcceptRequest, ApplyRequest, Group, GroupRequest, PositionRequest, PrepareRequest,
 };
 use super::MAX_MESSAGE_BYTES;
+use crate::auth::AddToken;
 use crate::paxos::proposer::Reply;
 use crate::replica::RootRow;
 use crate::replicas::{Peer, Transport};
@@ -31,31 +33,22 @@ impl GrpcTransport {
     /// `addresses[m]` is where member `m`'s replication server listens (`host:port`),
     /// `None` for this replica itself. Connections are made on first use, and again
     /// after a failure; `timeout` bounds each call and each connection attempt.
-    pub fn new(addresses: &[Option<String>], timeout: Duration) -> Result<Self, Error> {
-        let runtime = Arc::new(
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .thread_name("megastore-replication-client")
-                .enable_all()
-                .build()
-                .map_err(|e| Error::Invalid(format!("cannot start the client runtime: {e}")))?,
-        );
+    /// `token`: the bearer token the servers require, if any.
+    pub fn new(
+        addresses: &[Option<String>],
+        timeout: Duration,
+        token: Option<&str>,
+    ) -> Result<Self, Error> {
+        let runtime = client_runtime("megastore-replication-client")?;
+        let add_token = AddToken::new(token)?;
         let mut peers = Vec::with_capacity(addresses.len());
         for (member, address) in addresses.iter().enumerate() {
             let Some(address) = address else {
                 peers.push(None);
                 continue;
             };
-            let endpoint = Endpoint::from_shared(format!("http://{address}"))
-                .map_err(|e| Error::Invalid(format!("bad address {address}: {e}")))?
-                .connect_timeout(timeout)
-                .timeout(timeout)
-                .tcp_nodelay(true);
-            let channel = {
-                let _inside = runtime.enter();
-                endpoint.connect_lazy()
-            };
-            let client = ReplicationClient::new(channel)
+            let channel = lazy_channel(&runtime, address, timeout)?;
+            let client = ReplicationClient::with_interceptor(channel, add_token.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES);
             peers.push(Some(Arc::new(GrpcPeer {
@@ -66,6 +59,33 @@ impl GrpcTransport {
         }
         Ok(GrpcTransport { peers })
     }
+}
+
+/// A small runtime that a client's blocking calls run on.
+pub(crate) fn client_runtime(name: &str) -> Result<Arc<tokio::runtime::Runtime>, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .map(Arc::new)
+        .map_err(|e| Error::Invalid(format!("cannot start the client runtime: {e}")))
+}
+
+/// A channel to `address` (`host:port`) that connects on first use, and again after
+/// a failure; `timeout` bounds each call and each connection attempt.
+pub(crate) fn lazy_channel(
+    runtime: &tokio::runtime::Runtime,
+    address: &str,
+    timeout: Duration,
+) -> Result<Channel, Error> {
+    let endpoint = Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| Error::Invalid(format!("bad address {address}: {e}")))?
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .tcp_nodelay(true);
+    let _inside = runtime.enter();
+    Ok(endpoint.connect_lazy())
 }
 
 /// What a `Cluster` (`Cluster::open_wrapped`) needs so that its replicas reach each
@@ -79,7 +99,7 @@ pub fn cluster_wrapper(
             let others: Vec<Option<String>> = (0..addresses.len())
                 .map(|m| (m != me).then(|| addresses[m].clone()))
                 .collect();
-            GrpcTransport::new(&others, timeout).map(Arc::new)
+            GrpcTransport::new(&others, timeout, None).map(Arc::new)
         })
         .collect::<Result<Vec<_>, Error>>()?;
     Ok(Arc::new(move |me, in_process| match transports.get(me) {
@@ -102,24 +122,42 @@ impl Transport for GrpcTransport {
 /// One member's replication server.
 pub struct GrpcPeer {
     member: usize,
-    client: ReplicationClient<Channel>,
+    client: ReplicationClient<InterceptedService<Channel, AddToken>>,
     runtime: Arc<tokio::runtime::Runtime>,
 }
 
 impl GrpcPeer {
     /// Runs one call to completion on the client runtime.
-    fn call<T, F>(&self, call: impl FnOnce(ReplicationClient<Channel>) -> F) -> Result<T, Error>
+    fn call<T, F>(
+        &self,
+        call: impl FnOnce(ReplicationClient<InterceptedService<Channel, AddToken>>) -> F,
+    ) -> Result<T, Error>
     where
         F: Future<Output = Result<Response<T>, Status>>,
     {
         let answer = self.runtime.block_on(call(self.client.clone()));
-        answer.map(Response::into_inner).map_err(|status| {
-            let why = format!("replica {}: {}", self.member, status.message());
-            match status.code() {
-                tonic::Code::InvalidArgument => Error::Invalid(why),
-                _ => Error::Unavailable(why),
-            }
-        })
+        answer
+            .map(Response::into_inner)
+            .map_err(|status| error_of(&format!("replica {}", self.member), &status))
+    }
+}
+
+/// The error a failed call means: the request was refused as it stands (invalid,
+/// unauthenticated, too large), a conflict, or the server could not be reached or
+/// could not answer (`Unavailable`: the outcome of a write is then unknown).
+pub fn error_of(who: &str, status: &Status) -> Error {
+    use tonic::Code;
+    let why = format!("{who}: {}", status.message());
+    match status.code() {
+        Code::InvalidArgument
+        | Code::Unauthenticated
+        | Code::PermissionDenied
+        | Code::OutOfRange
+        | Code::ResourceExhausted
+        | Code::FailedPrecondition
+        | Code::Unimplemented => Error::Invalid(format!("{why} ({:?})", status.code())),
+        Code::Aborted => Error::Conflict(0),
+        _ => Error::Unavailable(why),
     }
 }
 

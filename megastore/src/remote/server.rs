@@ -2,18 +2,16 @@
 //! performs, against the local replica, what remote writers and readers ask of it
 //! (prepare, accept, the log's end, chosen values, apply, invalidate, durable applied).
 
-use std::future::Future;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
-use super::generated::replication_server::{Replication, ReplicationServer};
+use super::generated::replication_server::Replication;
 use super::messages::{
     root_of, AcceptRequest, ApplyRequest, Empty, GroupRequest, PaxosReply, PositionReply,
     PositionRequest, PrepareRequest, ValueReply,
 };
-use super::MAX_MESSAGE_BYTES;
+use crate::catalog::CatalogError;
 use crate::replicas::Peer;
 use crate::Error;
 
@@ -27,19 +25,26 @@ impl ReplicationService {
         ReplicationService { peer }
     }
 
-    /// Runs `work` on the replica in tokio's blocking pool (it reads and writes the
-    /// engine, and a synced write waits for an fsync).
+    /// Runs `work` on the replica (see [`in_blocking_pool`]).
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce(&dyn Peer) -> Result<T, Error> + Send + 'static,
     ) -> Result<Response<T>, Status> {
         let peer = self.peer.clone();
-        tokio::task::spawn_blocking(move || work(peer.as_ref()))
-            .await
-            .map_err(|e| Status::internal(format!("request task failed: {e}")))?
-            .map(Response::new)
-            .map_err(status_of)
+        in_blocking_pool(move || work(peer.as_ref())).await
     }
+}
+
+/// Runs a request's `work` in tokio's blocking pool (it reads and writes the engine,
+/// and may wait for an fsync or for other replicas), and answers with its result.
+pub(crate) async fn in_blocking_pool<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<Response<T>, Status> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Status::internal(format!("request task failed: {e}")))?
+        .map(Response::new)
+        .map_err(status_of)
 }
 
 /// The gRPC status for a replica's error.
@@ -48,6 +53,13 @@ pub fn status_of(e: Error) -> Status {
         Error::Invalid(m) => Status::invalid_argument(m),
         Error::Unavailable(m) => Status::unavailable(m),
         Error::Conflict(_) | Error::TooManyConflicts { .. } => Status::aborted(e.to_string()),
+        Error::Key(_) => Status::invalid_argument(e.to_string()),
+        Error::Catalog(CatalogError::Storage(_) | CatalogError::Damaged(..)) => {
+            Status::internal(e.to_string())
+        }
+        Error::Catalog(CatalogError::Conflict(_)) => Status::aborted(e.to_string()),
+        Error::Catalog(_) => Status::invalid_argument(e.to_string()),
+        Error::IndexNotReady(_) => Status::failed_precondition(e.to_string()),
         other => Status::internal(other.to_string()),
     }
 }
@@ -134,41 +146,4 @@ impl Replication for ReplicationService {
         })
         .await
     }
-}
-
-/// Serves `peer`'s replication service on `listener` until `shutdown` completes.
-pub async fn serve(
-    peer: Arc<dyn Peer>,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error> {
-    let service = ReplicationServer::new(ReplicationService::new(peer))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    // A Paxos round is a few small messages: Nagle's algorithm would hold each back.
-    tonic::transport::Server::builder()
-        .add_service(service)
-        .serve_with_incoming_shutdown(bigtable::server::incoming_nodelay(listener), shutdown)
-        .await
-}
-
-/// Serves `peer` on `listener` (bound already, so that its address is known first)
-/// from `runtime`, until the runtime shuts down.
-pub fn spawn(
-    runtime: &tokio::runtime::Handle,
-    peer: Arc<dyn Peer>,
-    listener: std::net::TcpListener,
-) -> Result<(), Error> {
-    let unusable = |e: std::io::Error| Error::Invalid(format!("cannot serve on the listener: {e}"));
-    listener.set_nonblocking(true).map_err(unusable)?;
-    let listener = {
-        let _inside = runtime.enter();
-        TcpListener::from_std(listener).map_err(unusable)?
-    };
-    runtime.spawn(async move {
-        if let Err(e) = serve(peer, listener, std::future::pending()).await {
-            tracing::error!("the replication server stopped: {e}");
-        }
-    });
-    Ok(())
 }

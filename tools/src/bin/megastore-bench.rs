@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 use benches::megastore_counter::{counter_key, group, open_cluster, Counter, Load};
 use clap::{Parser, ValueEnum};
 use megastore::cluster::{Cluster, TransportWrapper};
+use megastore::node::{spawn, Services};
 use megastore::remote::client::cluster_wrapper;
 use megastore::remote::latency::{self, Latencies};
-use megastore::remote::server::spawn;
 use megastore::replicas::ReplicaKind;
 use megastore::replication::ProposeOptions;
 use megastore::{Database, ReadMode};
@@ -215,7 +215,13 @@ fn over_grpc(
         .map_err(|e| format!("cannot start the server runtime: {e}"))?;
     for (i, listener) in listeners.into_iter().enumerate() {
         let peer = cluster.replica(i).map_err(|e| e.to_string())?.peer();
-        spawn(runtime.handle(), peer, listener).map_err(|e| e.to_string())?;
+        spawn(
+            runtime.handle(),
+            Services::replication_only(peer),
+            listener,
+            std::future::pending(),
+        )
+        .map_err(|e| e.to_string())?;
     }
     Ok((cluster, runtime))
 }

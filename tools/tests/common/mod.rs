@@ -1,5 +1,9 @@
 //! What the tools' tests share.
 
+#![allow(dead_code)] // each test binary uses a different part
+
+pub mod processes;
+
 use std::process::Command;
 
 /// Runs `program` with `args`; returns (success, stdout, stderr).

@@ -1,0 +1,360 @@
+//! The Rust client of the client API. Calls block the calling thread on the client's
+//! own small runtime, as the embedded API does. A transaction ([`RemoteTransaction`])
+//! begins at a read position, reads there, buffers its writes, and commits them with
+//! the list of what it read; [`Client::transact`] runs a closure as one and runs it
+//! again on a conflict, like `Database::transact`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic::{Response, Status};
+
+use super::generated::megastore_client::MegastoreClient;
+use super::messages::{
+    self as wire, mode_to_wire, range_to_wire, values_to_wire, BeginRequest, CommitRequest,
+    EntityMessage, EntityRef, GetRequest, QueryRequest, ReadOptions, ScanRequest, SchemaRequest,
+    StatusReply, StatusRequest,
+};
+use crate::auth::AddToken;
+use crate::node::MAX_API_MESSAGE_BYTES;
+use crate::remote::client::{client_runtime, error_of, lazy_channel};
+use crate::{Committed, Entity, Error, GroupKey, IndexHit, ReadMode, Stale, Value, ValueRange};
+
+type Stub = MegastoreClient<InterceptedService<Channel, AddToken>>;
+
+/// A connection to one replica's client API.
+#[derive(Clone)]
+pub struct Client {
+    address: String,
+    stub: Stub,
+    runtime: Arc<tokio::runtime::Runtime>,
+}
+
+/// How a client connects.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Bounds each call and each connection attempt.
+    pub timeout: Duration,
+    /// The bearer token the server requires, if any.
+    pub token: Option<String>,
+    /// How many times [`Client::transact`] runs its closure before giving up.
+    pub max_attempts: u32,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            timeout: Duration::from_secs(10),
+            token: None,
+            max_attempts: 32,
+        }
+    }
+}
+
+/// What the schema calls answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaInfo {
+    pub name: String,
+    pub version: u64,
+    pub text: String,
+}
+
+impl Client {
+    /// A client of the replica at `address` (`host:port`); it connects on first use.
+    pub fn connect(address: &str, options: &ClientOptions) -> Result<Self, Error> {
+        let runtime = client_runtime("megastore-client")?;
+        let channel = lazy_channel(&runtime, address, options.timeout)?;
+        let stub =
+            MegastoreClient::with_interceptor(channel, AddToken::new(options.token.as_deref())?)
+                .max_decoding_message_size(MAX_API_MESSAGE_BYTES)
+                // Larger than the server takes, so that the server's answer says why.
+                .max_encoding_message_size(crate::remote::MAX_MESSAGE_BYTES);
+        Ok(Client {
+            address: address.to_string(),
+            stub,
+            runtime,
+        })
+    }
+
+    fn call<T, F>(&self, call: impl FnOnce(Stub) -> F) -> Result<T, Error>
+    where
+        F: Future<Output = Result<Response<T>, Status>>,
+    {
+        self.runtime
+            .block_on(call(self.stub.clone()))
+            .map(Response::into_inner)
+            .map_err(|status| error_of(&self.address, &status))
+    }
+
+    pub fn schema(&self) -> Result<SchemaInfo, Error> {
+        let r = self.call(|mut c| async move { c.get_schema(SchemaRequest::default()).await })?;
+        Ok(SchemaInfo {
+            name: r.name,
+            version: r.version,
+            text: r.text,
+        })
+    }
+
+    /// Replaces the schema with `text` (which may only add to it).
+    pub fn update_schema(&self, text: &str) -> Result<SchemaInfo, Error> {
+        let request = SchemaRequest { text: text.into() };
+        let r = self.call(|mut c| async move { c.update_schema(request).await })?;
+        Ok(SchemaInfo {
+            name: r.name,
+            version: r.version,
+            text: r.text,
+        })
+    }
+
+    pub fn status(&self) -> Result<StatusReply, Error> {
+        self.call(|mut c| async move { c.status(StatusRequest {}).await })
+    }
+
+    /// The entity of `table` with key `key` in `group`, read in `mode`.
+    pub fn get(
+        &self,
+        group: &GroupKey,
+        table: &str,
+        key: &[Value],
+        mode: ReadMode,
+    ) -> Result<Option<Entity>, Error> {
+        self.get_with(group, table, key, mode_options(mode))
+    }
+
+    fn get_with(
+        &self,
+        group: &GroupKey,
+        table: &str,
+        key: &[Value],
+        options: ReadOptions,
+    ) -> Result<Option<Entity>, Error> {
+        let request = GetRequest {
+            group: Some(group.into()),
+            entity: Some(entity_ref(table, key)),
+            options: Some(options),
+        };
+        let reply = self.call(|mut c| async move { c.get(request).await })?;
+        reply.entity.map(Entity::try_from).transpose()
+    }
+
+    /// The entities of `table` in `group` whose key starts with `prefix`.
+    pub fn scan(
+        &self,
+        group: &GroupKey,
+        table: &str,
+        prefix: &[Value],
+        mode: ReadMode,
+    ) -> Result<Vec<Entity>, Error> {
+        self.scan_with(group, table, prefix, mode_options(mode))
+    }
+
+    fn scan_with(
+        &self,
+        group: &GroupKey,
+        table: &str,
+        prefix: &[Value],
+        options: ReadOptions,
+    ) -> Result<Vec<Entity>, Error> {
+        let request = ScanRequest {
+            group: Some(group.into()),
+            table: table.into(),
+            prefix: values_to_wire(prefix),
+            options: Some(options),
+        };
+        let reply = self.call(|mut c| async move { c.scan(request).await })?;
+        reply.entities.into_iter().map(Entity::try_from).collect()
+    }
+
+    /// A local index's entries in `group` within `range`.
+    pub fn query_local(
+        &self,
+        group: &GroupKey,
+        index: &str,
+        range: &ValueRange,
+        mode: ReadMode,
+    ) -> Result<Vec<IndexHit>, Error> {
+        self.query_local_with(group, index, range, mode_options(mode))
+    }
+
+    fn query_local_with(
+        &self,
+        group: &GroupKey,
+        index: &str,
+        range: &ValueRange,
+        options: ReadOptions,
+    ) -> Result<Vec<IndexHit>, Error> {
+        let request = QueryRequest {
+            group: Some(group.into()),
+            index: index.into(),
+            range: Some(range_to_wire(range)),
+            options: Some(options),
+        };
+        let reply = self.call(|mut c| async move { c.query(request).await })?;
+        reply.hits.into_iter().map(IndexHit::try_from).collect()
+    }
+
+    /// A global index's entries within `range`, as of the returned watermark.
+    pub fn query_global(
+        &self,
+        index: &str,
+        range: &ValueRange,
+    ) -> Result<Stale<Vec<IndexHit>>, Error> {
+        let request = QueryRequest {
+            group: None,
+            index: index.into(),
+            range: Some(range_to_wire(range)),
+            options: None,
+        };
+        let reply = self.call(|mut c| async move { c.query(request).await })?;
+        Ok(Stale {
+            value: reply
+                .hits
+                .into_iter()
+                .map(IndexHit::try_from)
+                .collect::<Result<_, _>>()?,
+            watermark: reply.watermark,
+        })
+    }
+
+    /// Begins a transaction on `group`.
+    pub fn begin(&self, group: &GroupKey) -> Result<RemoteTransaction<'_>, Error> {
+        let request = BeginRequest {
+            group: Some(group.into()),
+        };
+        let token = self.call(|mut c| async move { c.begin(request).await })?;
+        Ok(RemoteTransaction {
+            client: self,
+            group: group.clone(),
+            token,
+            reads: Vec::new(),
+            whole_group: false,
+            mutations: Vec::new(),
+        })
+    }
+
+    /// Runs `f` as a transaction on `group` and commits it; on a conflict, runs it
+    /// again from a new begin, up to `max_attempts` times in all.
+    pub fn transact<R>(
+        &self,
+        group: &GroupKey,
+        max_attempts: u32,
+        mut f: impl FnMut(&mut RemoteTransaction<'_>) -> Result<R, Error>,
+    ) -> Result<(R, Committed), Error> {
+        let attempts = max_attempts.max(1);
+        for attempt in 1..=attempts {
+            let mut tx = self.begin(group)?;
+            let result = f(&mut tx)?;
+            match tx.commit() {
+                Ok(committed) => {
+                    return Ok((
+                        result,
+                        Committed {
+                            attempts: attempt,
+                            ..committed
+                        },
+                    ))
+                }
+                Err(Error::Conflict(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::TooManyConflicts { attempts })
+    }
+}
+
+fn mode_options(mode: ReadMode) -> ReadOptions {
+    ReadOptions {
+        mode: mode_to_wire(mode),
+        transaction: None,
+    }
+}
+
+fn entity_ref(table: &str, key: &[Value]) -> EntityRef {
+    EntityRef {
+        table: table.into(),
+        key: values_to_wire(key),
+    }
+}
+
+/// A transaction in progress at a server: reads at its begin position, writes kept
+/// here until [`RemoteTransaction::commit`].
+pub struct RemoteTransaction<'c> {
+    client: &'c Client,
+    group: GroupKey,
+    token: wire::Transaction,
+    reads: Vec<EntityRef>,
+    whole_group: bool,
+    mutations: Vec<wire::Mutation>,
+}
+
+impl RemoteTransaction<'_> {
+    /// The log position the transaction reads at.
+    pub fn position(&self) -> u64 {
+        self.token.position
+    }
+
+    fn options(&self) -> ReadOptions {
+        ReadOptions {
+            mode: 0,
+            transaction: Some(self.token.clone()),
+        }
+    }
+
+    pub fn get(&mut self, table: &str, key: &[Value]) -> Result<Option<Entity>, Error> {
+        self.reads.push(entity_ref(table, key));
+        self.client
+            .get_with(&self.group, table, key, self.options())
+    }
+
+    /// A scan reads the whole group: any write to the group since the begin conflicts.
+    pub fn scan(&mut self, table: &str, prefix: &[Value]) -> Result<Vec<Entity>, Error> {
+        self.whole_group = true;
+        self.client
+            .scan_with(&self.group, table, prefix, self.options())
+    }
+
+    /// A query reads the whole group, as a scan does.
+    pub fn query_local(&mut self, index: &str, range: &ValueRange) -> Result<Vec<IndexHit>, Error> {
+        self.whole_group = true;
+        self.client
+            .query_local_with(&self.group, index, range, self.options())
+    }
+
+    pub fn put(&mut self, entity: &Entity) {
+        self.mutations.push(wire::Mutation {
+            put: Some(EntityMessage::from(entity)),
+            delete: None,
+        });
+    }
+
+    pub fn delete(&mut self, table: &str, key: &[Value]) {
+        self.mutations.push(wire::Mutation {
+            put: None,
+            delete: Some(entity_ref(table, key)),
+        });
+    }
+
+    /// Commits the buffered writes. `Err(Error::Conflict)`: something it read was
+    /// written since its begin; nothing was written.
+    pub fn commit(self) -> Result<Committed, Error> {
+        let request = CommitRequest {
+            group: Some((&self.group).into()),
+            transaction: Some(self.token),
+            reads: self.reads,
+            read_whole_group: self.whole_group,
+            mutations: self.mutations,
+        };
+        let reply = self
+            .client
+            .call(|mut c| async move { c.commit(request).await })?;
+        Ok(Committed {
+            position: reply.position,
+            timestamp: reply.timestamp,
+            wrote: reply.wrote,
+            attempts: 1,
+        })
+    }
+}

@@ -1,0 +1,154 @@
+//! Detached transactions: a transaction whose reads and commit arrive as separate
+//! requests (the client API over gRPC), with no closure to run again. It begins at a
+//! [`ReadToken`] (the group's position, made current), reads at that token, and
+//! commits its buffered writes together with what it says it read. The group-commit
+//! rule decides: if no entry since the token wrote what it read, it commits (perhaps
+//! at a later position); otherwise it is refused as a conflict and the client starts
+//! over. Nothing is kept on the server between the requests.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+
+use super::commit::{Prepared, Verdict};
+use super::group::GateGuard;
+use super::{Committed, Database, GroupKey};
+use crate::entity::Entity;
+use crate::footprint::Footprint;
+use crate::keys::Value;
+use crate::txn::{Snapshot, Transaction};
+use crate::Error;
+
+/// Where a detached transaction reads: a log position of its group, the timestamp of
+/// that position's entry, and the schema version it runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadToken {
+    pub position: u64,
+    pub timestamp: i64,
+    pub schema_version: u64,
+}
+
+/// A write of a detached transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mutation {
+    Put(Entity),
+    Delete { table: String, key: Vec<Value> },
+}
+
+/// What a detached transaction read: entities by table and primary key, or the whole
+/// group (it scanned or queried).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReadSet {
+    pub entities: Vec<(String, Vec<Value>)>,
+    pub whole_group: bool,
+}
+
+impl Database {
+    /// Begins a detached transaction on `group`: applies everything committed (as a
+    /// current read does) and returns where it reads.
+    pub fn begin(&self, group: &GroupKey) -> Result<ReadToken, Error> {
+        let root = self.core.root_row(group)?;
+        self.core.serves_reads()?;
+        let state = self.core.make_current(&root)?;
+        let (schema_version, _) = self.core.schema_for(state.meta.schema_version)?;
+        Ok(ReadToken {
+            position: state.meta.applied,
+            timestamp: state.meta.applied_timestamp,
+            schema_version,
+        })
+    }
+
+    /// A snapshot of `group` as of `token`, for a detached transaction's reads.
+    pub fn read_at(&self, group: &GroupKey, token: ReadToken) -> Result<Snapshot<'_>, Error> {
+        let root = self.core.root_row(group)?;
+        self.core.serves_reads()?;
+        let state = self.core.replica.group_state(&root)?;
+        if state.meta.applied < token.position {
+            // Asked of a replica that has not applied the token's position yet.
+            self.core.make_current(&root)?;
+        }
+        Ok(Snapshot {
+            core: &self.core,
+            schema: self.core.schema_for(token.schema_version)?.1,
+            root_table: group.root.clone(),
+            group_row: root.row,
+            position: Some(token.position),
+            timestamp: Some(token.timestamp),
+            reads: None,
+        })
+    }
+
+    /// Commits a detached transaction that began at `token`, read `reads` and writes
+    /// `writes`. `Ok(None)`: an entry since the token wrote something it read (or its
+    /// turn did not come); nothing was written, and it may begin again.
+    pub fn commit_detached(
+        &self,
+        group: &GroupKey,
+        token: ReadToken,
+        reads: &ReadSet,
+        writes: Vec<Mutation>,
+    ) -> Result<Option<Committed>, Error> {
+        let root = self.core.root_row(group)?;
+        let _gate = GateGuard::enter(&self.core.schema_gate);
+        let mut tx = Transaction {
+            snapshot: self.read_at(group, token)?,
+            writes: BTreeMap::new(),
+            reindex: Vec::new(),
+        };
+        let read_footprint = self.footprint_of(&tx.snapshot, reads)?;
+        for write in writes {
+            match write {
+                Mutation::Put(entity) => tx.put(entity)?,
+                Mutation::Delete { table, key } => tx.delete(&table, &key)?,
+            }
+        }
+        tx.snapshot.reads = Some(RefCell::new(read_footprint));
+        let (changes, reads, writes) = tx.into_parts();
+        if changes.is_empty() {
+            return Ok(Some(Committed {
+                position: token.position,
+                timestamp: token.timestamp,
+                wrote: false,
+                attempts: 1,
+            }));
+        }
+        let prepared = Prepared {
+            read_at: token.position,
+            schema_version: token.schema_version,
+            reads,
+            writes,
+            changes,
+        };
+        match self
+            .core
+            .commit_queues
+            .commit(&self.core, &root, prepared)?
+        {
+            Verdict::Committed {
+                position,
+                timestamp,
+            } => Ok(Some(Committed {
+                position,
+                timestamp,
+                wrote: true,
+                attempts: 1,
+            })),
+            Verdict::Rerun => {
+                self.core.counters.conflicts.fetch_add(1, Ordering::Relaxed);
+                Ok(None)
+            }
+        }
+    }
+
+    fn footprint_of(&self, snapshot: &Snapshot<'_>, reads: &ReadSet) -> Result<Footprint, Error> {
+        let mut footprint = Footprint::default();
+        if reads.whole_group {
+            footprint.add_whole_group();
+            return Ok(footprint);
+        }
+        for (table, key) in &reads.entities {
+            footprint.add_row(table, &snapshot.own_row(table, key)?);
+        }
+        Ok(footprint)
+    }
+}

@@ -1,0 +1,281 @@
+//! A cluster described by a config file (`docs/megastore-serve.md`): its replicas
+//! (id, kind, address, region, data directory), the schema, the coordinator leases'
+//! lock service (etcd), the bearer token, and injected wide-area latency. Each replica
+//! runs in its own process ([`ClusterConfig::open_replica`]), reaching the others over
+//! gRPC; the embedded mode runs them all in one ([`crate::cluster::Cluster`]).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bigtable::clock::SystemClock;
+use bigtable::{Engine, EngineOptions};
+use serde::Deserialize;
+use wal::fs::RealFs;
+
+use crate::etcd::EtcdLocks;
+use crate::remote::client::GrpcTransport;
+use crate::remote::latency::{DelayedTransport, Latencies};
+use crate::replicas::{Member, MonotonicClock, ReplicaKind, Replication, Sleeper, Transport};
+use crate::replication::ProposeOptions;
+use crate::{Database, DatabaseOptions, Error};
+
+/// The file's contents, as read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    schema: Option<PathBuf>,
+    lease_ms: Option<u64>,
+    timeout_ms: Option<u64>,
+    token: Option<String>,
+    etcd: Option<String>,
+    lock_prefix: Option<String>,
+    inject_latency: Option<String>,
+    replica: Vec<ReplicaFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplicaFile {
+    id: u32,
+    kind: String,
+    address: String,
+    #[serde(default)]
+    region: String,
+    dir: Option<PathBuf>,
+}
+
+/// One replica of a configured cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaConfig {
+    pub member: Member,
+    /// Where its client API and replication service listen (`host:port`).
+    pub address: String,
+    pub region: String,
+    /// Its data directory.
+    pub dir: PathBuf,
+}
+
+/// A checked cluster config.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// The schema's text (the PhotoApp example when the file names none).
+    pub schema: String,
+    pub lease: Duration,
+    /// Bounds each call to another replica or to etcd.
+    pub timeout: Duration,
+    pub token: Option<String>,
+    /// The etcd member (`host:port`) that keeps coordinator leases.
+    pub etcd: Option<String>,
+    pub lock_prefix: String,
+    pub latencies: Option<Latencies>,
+    /// By member index; member `i` has id `i`.
+    pub replicas: Vec<ReplicaConfig>,
+}
+
+pub fn parse_kind(text: &str) -> Result<ReplicaKind, Error> {
+    match text {
+        "full" => Ok(ReplicaKind::Full),
+        "witness" => Ok(ReplicaKind::Witness),
+        "read-only" | "readonly" => Ok(ReplicaKind::ReadOnly),
+        other => Err(Error::Invalid(format!(
+            "unknown replica kind {other:?} (full, witness or read-only)"
+        ))),
+    }
+}
+
+impl ClusterConfig {
+    /// Reads the config file at `path`; paths in it are relative to its directory.
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Invalid(format!("cannot read {}: {e}", path.display())))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
+    }
+
+    /// Parses and checks a config, resolving relative paths against `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Self, Error> {
+        let file: ConfigFile =
+            toml::from_str(text).map_err(|e| Error::Invalid(e.message().to_string()))?;
+        let schema = match &file.schema {
+            Some(p) => std::fs::read_to_string(base.join(p))
+                .map_err(|e| Error::Invalid(format!("cannot read schema {}: {e}", p.display())))?,
+            None => crate::examples::PHOTO_APP.to_string(),
+        };
+        let mut replicas = file.replica;
+        replicas.sort_by_key(|r| r.id);
+        let mut checked = Vec::with_capacity(replicas.len());
+        for (i, r) in replicas.into_iter().enumerate() {
+            if r.id as usize != i {
+                return Err(Error::Invalid(format!(
+                    "replica ids must be 0, 1, ... without gaps; found {} where {i} belongs",
+                    r.id
+                )));
+            }
+            let dir = base.join(
+                r.dir
+                    .unwrap_or_else(|| PathBuf::from(format!("megastore-data/replica-{i}"))),
+            );
+            checked.push(ReplicaConfig {
+                member: Member {
+                    id: r.id,
+                    kind: parse_kind(&r.kind)?,
+                },
+                address: r.address,
+                region: r.region,
+                dir,
+            });
+        }
+        if !checked.iter().any(|r| r.member.kind == ReplicaKind::Full) {
+            return Err(Error::Invalid("a cluster needs a full replica".into()));
+        }
+        Ok(ClusterConfig {
+            schema,
+            lease: Duration::from_millis(file.lease_ms.unwrap_or(2000)),
+            timeout: Duration::from_millis(file.timeout_ms.unwrap_or(2000)),
+            token: file.token,
+            etcd: file.etcd,
+            lock_prefix: file.lock_prefix.unwrap_or_else(|| "/megastore".into()),
+            latencies: file
+                .inject_latency
+                .as_deref()
+                .map(Latencies::parse)
+                .transpose()?,
+            replicas: checked,
+        })
+    }
+
+    pub fn members(&self) -> Vec<Member> {
+        self.replicas.iter().map(|r| r.member).collect()
+    }
+
+    /// How replica `me` reaches the others: over gRPC, delayed between regions when
+    /// latency is injected.
+    fn transport(&self, me: usize) -> Result<Arc<dyn Transport>, Error> {
+        let others: Vec<Option<String>> = self
+            .replicas
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (i != me).then(|| r.address.clone()))
+            .collect();
+        let grpc = Arc::new(GrpcTransport::new(
+            &others,
+            self.timeout,
+            self.token.as_deref(),
+        )?);
+        Ok(match &self.latencies {
+            None => grpc,
+            Some(latencies) => Arc::new(DelayedTransport {
+                inner: grpc,
+                from: self.replicas[me].region.clone(),
+                regions: self.replicas.iter().map(|r| r.region.clone()).collect(),
+                latencies: Arc::new(latencies.clone()),
+            }),
+        })
+    }
+
+    /// Opens replica `id` (in its own process): its engine in its data directory, its
+    /// peers over gRPC, its coordinator's leases in etcd.
+    pub fn open_replica(&self, id: u32) -> Result<Database, Error> {
+        let me = id as usize;
+        let replica = self
+            .replicas
+            .get(me)
+            .ok_or_else(|| Error::Invalid(format!("the config has no replica {id}")))?;
+        let etcd = self.etcd.as_deref().ok_or_else(|| {
+            Error::Invalid(
+                "replicas in separate processes need a lock service: set etcd = \"host:port\""
+                    .into(),
+            )
+        })?;
+        let lease_clock = Arc::new(MonotonicClock::new());
+        let locks = Arc::new(EtcdLocks::new(
+            etcd,
+            &self.lock_prefix,
+            lease_clock.clone(),
+            self.lease,
+            self.timeout,
+        )?);
+        let engine = Arc::new(Engine::open(
+            RealFs::shared(),
+            &replica.dir,
+            EngineOptions::default(),
+        )?);
+        let options = DatabaseOptions {
+            replica_id: id,
+            clock: Arc::new(SystemClock),
+            replication: Some(Replication {
+                members: self.members(),
+                local: me,
+                transport: self.transport(me)?,
+                locks,
+                lease_clock,
+                waiter: Arc::new(Sleeper),
+                propose: ProposeOptions::default(),
+                seed: None,
+                maintenance_every: Some(Duration::from_secs(10)),
+            }),
+            ..DatabaseOptions::default()
+        };
+        Database::open_with_schema(engine, &self.schema, options)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const THREE: &str = r#"
+        etcd = "127.0.0.1:2379"
+        lease_ms = 500
+        [[replica]]
+        id = 1
+        kind = "witness"
+        address = "127.0.0.1:7402"
+        [[replica]]
+        id = 0
+        kind = "full"
+        address = "127.0.0.1:7401"
+        region = "us"
+        dir = "/data/r0"
+        [[replica]]
+        id = 2
+        kind = "full"
+        address = "127.0.0.1:7403"
+    "#;
+
+    #[test]
+    fn a_config_is_read_in_id_order_with_defaults_filled_in() {
+        let config = ClusterConfig::parse(THREE, Path::new("/etc/m")).expect("valid");
+        let kinds: Vec<ReplicaKind> = config.members().iter().map(|m| m.kind).collect();
+        assert_eq!(
+            kinds,
+            [ReplicaKind::Full, ReplicaKind::Witness, ReplicaKind::Full]
+        );
+        assert_eq!(config.replicas[0].dir, PathBuf::from("/data/r0"));
+        assert_eq!(
+            config.replicas[2].dir,
+            PathBuf::from("/etc/m/megastore-data/replica-2")
+        );
+        assert_eq!(config.lease, Duration::from_millis(500));
+        assert_eq!(config.schema, crate::examples::PHOTO_APP);
+    }
+
+    #[test]
+    fn bad_configs_are_refused_with_a_reason() {
+        let gap = THREE.replace("id = 2", "id = 3");
+        let bad_kind = THREE.replace("\"witness\"", "\"voter\"");
+        let unknown = format!("colour = \"red\"\n{THREE}");
+        let no_full = THREE.replace("\"full\"", "\"witness\"");
+        for (text, says) in [
+            (gap.as_str(), "without gaps"),
+            (bad_kind.as_str(), "unknown replica kind"),
+            (unknown.as_str(), "colour"),
+            (no_full.as_str(), "needs a full replica"),
+            ("replica = 3", "invalid type"),
+        ] {
+            let e = ClusterConfig::parse(text, Path::new(".")).expect_err(text);
+            assert!(e.to_string().contains(says), "{e} lacks {says:?}");
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! A lock service for replicas in different processes (or hosts): coordinator leases
+//! kept in etcd, through the few etcd v3 calls in [`messages`].
+//!
+//! Keys, under a prefix (`/megastore/<database>` say):
+//! - `coordinator/<id>`: replica `id`'s coordinator holds a lease. Written with an etcd
+//!   lease whose TTL is at least the coordinator lease's length, and kept alive on each
+//!   renewal; so if the key is gone, the coordinator has not renewed for a whole lease
+//!   and has stopped serving. The revision that wrote it is the lease's epoch.
+//! - `revoked/<id>`: a writer could not reach `id`'s coordinator. Written (only while
+//!   the coordinator key exists) with an etcd lease of a little more than the lease
+//!   length; while it exists no lease is granted or renewed for `id`.
+//!
+//! The writer then waits one lease length on its own clock. The coordinator's lease
+//! was last renewed before the revocation was written (etcd orders the two), and lasts
+//! one length from before that renewal on the coordinator's clock: so it has ended by
+//! the time the writer goes on (clock rates assumed equal, as in the paper). Once the
+//! revocation expires, a new lease has a new epoch, and the coordinator starts with
+//! every group invalid.
+
+pub mod messages;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bigtable::clock::Clock;
+use parking_lot::Mutex;
+use tonic::transport::Channel;
+use tonic::{Response, Status};
+
+use crate::remote::client::{client_runtime, error_of, lazy_channel};
+use crate::replicas::{Lease, LockService};
+use crate::Error;
+use messages::{
+    absent, delete, present, put, written_at, LeaseGrantRequest, LeaseKeepAliveRequest, TxnRequest,
+};
+
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+mod generated {
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.KV.rs"));
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.Lease.rs"));
+}
+
+pub use generated::k_v_client::KVClient as KvClient;
+use generated::lease_client::LeaseClient;
+
+/// A lease this process holds for one of its replicas.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    lease: Lease,
+    /// The etcd lease the coordinator key is written with.
+    etcd_lease: i64,
+}
+
+/// Coordinator leases in etcd.
+pub struct EtcdLocks {
+    prefix: String,
+    clock: Arc<dyn Clock>,
+    length: Duration,
+    kv: KvClient<Channel>,
+    leases: LeaseClient<Channel>,
+    runtime: Arc<tokio::runtime::Runtime>,
+    held: Mutex<HashMap<u32, Held>>,
+}
+
+/// Whole seconds, at least `d` (etcd's TTLs are in seconds).
+fn seconds_at_least(d: Duration) -> i64 {
+    i64::try_from(d.as_secs() + u64::from(d.subsec_nanos() > 0))
+        .unwrap_or(i64::MAX)
+        .max(1)
+}
+
+impl EtcdLocks {
+    /// Leases of `length`, measured on `clock` (a monotonic one), kept under `prefix`
+    /// at the etcd member `endpoint` (`host:port`); `timeout` bounds each call.
+    pub fn new(
+        endpoint: &str,
+        prefix: &str,
+        clock: Arc<dyn Clock>,
+        length: Duration,
+        timeout: Duration,
+    ) -> Result<Self, Error> {
+        let runtime = client_runtime("megastore-etcd-client")?;
+        let channel = lazy_channel(&runtime, endpoint, timeout)?;
+        Ok(EtcdLocks {
+            prefix: prefix.trim_end_matches('/').to_string(),
+            clock,
+            length,
+            kv: KvClient::new(channel.clone()),
+            leases: LeaseClient::new(channel),
+            runtime,
+            held: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn coordinator_key(&self, id: u32) -> String {
+        format!("{}/coordinator/{id}", self.prefix)
+    }
+
+    fn revoked_key(&self, id: u32) -> String {
+        format!("{}/revoked/{id}", self.prefix)
+    }
+
+    fn call<T, F>(&self, call: F) -> Result<T, Error>
+    where
+        F: Future<Output = Result<Response<T>, Status>>,
+    {
+        self.runtime
+            .block_on(call)
+            .map(Response::into_inner)
+            .map_err(|s| error_of("etcd", &s))
+    }
+
+    fn grant(&self, ttl: i64) -> Result<i64, Error> {
+        let mut leases = self.leases.clone();
+        let r = self.call(async move { leases.lease_grant(LeaseGrantRequest { ttl }).await })?;
+        if !r.error.is_empty() {
+            return Err(Error::Unavailable(format!("etcd lease grant: {}", r.error)));
+        }
+        Ok(r.id)
+    }
+
+    /// Extends etcd lease `id`; false if it has already expired.
+    fn keep_alive(&self, id: i64) -> Result<bool, Error> {
+        let mut leases = self.leases.clone();
+        let answer = self.runtime.block_on(async move {
+            let request = tokio_stream::once(LeaseKeepAliveRequest { id });
+            let mut replies = leases.lease_keep_alive(request).await?.into_inner();
+            replies.message().await
+        });
+        match answer {
+            Ok(Some(reply)) => Ok(reply.ttl > 0),
+            Ok(None) => Err(Error::Unavailable("etcd ended the keep-alive".into())),
+            Err(s) => Err(error_of("etcd", &s)),
+        }
+    }
+
+    fn txn(&self, request: TxnRequest) -> Result<(bool, i64), Error> {
+        let mut kv = self.kv.clone();
+        let r = self.call(async move { kv.txn(request).await })?;
+        Ok((r.succeeded, r.header.map_or(0, |h| h.revision)))
+    }
+
+    /// Renews `held` if the coordinator key is still its and nothing revoked it.
+    fn renew(&self, id: u32, held: Held, now: i64) -> Result<Option<Lease>, Error> {
+        if !self.keep_alive(held.etcd_lease)? {
+            return Ok(None);
+        }
+        let epoch = i64::try_from(held.lease.epoch).unwrap_or(i64::MAX);
+        let (ok, _) = self.txn(TxnRequest {
+            compare: vec![
+                absent(&self.revoked_key(id)),
+                written_at(&self.coordinator_key(id), epoch),
+            ],
+            success: vec![],
+            failure: vec![],
+        })?;
+        Ok(ok.then(|| Lease {
+            epoch: held.lease.epoch,
+            until: self.until(now),
+        }))
+    }
+
+    /// A new lease (a new epoch), unless a revocation stands.
+    fn grant_fresh(&self, id: u32, now: i64) -> Result<Option<Held>, Error> {
+        let etcd_lease = self.grant(seconds_at_least(self.length))?;
+        let (ok, revision) = self.txn(TxnRequest {
+            compare: vec![absent(&self.revoked_key(id))],
+            success: vec![put(&self.coordinator_key(id), b"", etcd_lease)],
+            failure: vec![],
+        })?;
+        Ok(ok.then(|| Held {
+            lease: Lease {
+                epoch: u64::try_from(revision).unwrap_or(0),
+                until: self.until(now),
+            },
+            etcd_lease,
+        }))
+    }
+
+    fn until(&self, now: i64) -> i64 {
+        now.saturating_add(i64::try_from(self.length.as_micros()).unwrap_or(i64::MAX / 4))
+    }
+
+    fn try_acquire(&self, id: u32, now: i64) -> Result<Option<Lease>, Error> {
+        let current = self.held.lock().get(&id).copied();
+        if let Some(held) = current.filter(|h| now < h.lease.until) {
+            if let Some(lease) = self.renew(id, held, now)? {
+                self.held.lock().insert(id, Held { lease, ..held });
+                return Ok(Some(lease));
+            }
+        }
+        self.held.lock().remove(&id);
+        let fresh = self.grant_fresh(id, now)?;
+        if let Some(held) = fresh {
+            self.held.lock().insert(id, held);
+        }
+        Ok(fresh.map(|h| h.lease))
+    }
+}
+
+impl LockService for EtcdLocks {
+    fn acquire(&self, id: u32, now: i64) -> Option<Lease> {
+        self.try_acquire(id, now)
+            .map_err(|e| tracing::warn!("coordinator lease for replica {id} not granted: {e}"))
+            .ok()
+            .flatten()
+    }
+
+    /// `None` when the coordinator holds no lease; the writer then need not wait.
+    /// When etcd cannot be reached, a whole lease from now (the safe answer).
+    fn revoke(&self, id: u32) -> Option<i64> {
+        let revoked = || -> Result<bool, Error> {
+            let marker = self.grant(seconds_at_least(self.length) + 1)?;
+            let (ok, _) = self.txn(TxnRequest {
+                compare: vec![present(&self.coordinator_key(id))],
+                success: vec![put(&self.revoked_key(id), b"", marker)],
+                failure: vec![],
+            })?;
+            Ok(ok)
+        };
+        match revoked() {
+            Ok(false) => None,
+            Ok(true) => Some(self.until(self.clock.now_micros())),
+            Err(e) => {
+                tracing::warn!("revoking replica {id}'s lease: {e}; waiting a whole lease");
+                Some(self.until(self.clock.now_micros()))
+            }
+        }
+    }
+
+    fn release(&self, id: u32) {
+        self.held.lock().remove(&id);
+        let request = TxnRequest {
+            compare: vec![],
+            success: vec![delete(&self.coordinator_key(id))],
+            failure: vec![],
+        };
+        if let Err(e) = self.txn(request) {
+            tracing::debug!("releasing replica {id}'s lease: {e}");
+        }
+    }
+}

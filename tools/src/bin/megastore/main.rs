@@ -1,0 +1,118 @@
+//! `megastore`: serve a Megastore cluster (`serve`), and talk to one through the client
+//! API (every other command). See `docs/megastore-serve.md`.
+
+mod commands;
+mod serve;
+mod values;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "megastore", about = "Serve Megastore, or talk to a served one")]
+struct Cli {
+    /// The replica to talk to (its client API).
+    #[arg(long, global = true, default_value = "127.0.0.1:7401")]
+    address: String,
+    /// The bearer token: what a client sends, what `serve` requires (embedded mode;
+    /// a config file sets its own).
+    #[arg(long, global = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Run only this replica of the cluster in --config (one process per replica).
+    #[arg(long)]
+    replica: Option<u32>,
+    /// The cluster's config file (TOML; docs/megastore-serve.md).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Embedded mode: the replicas' kinds (full, witness, read-only), one per replica.
+    #[arg(long, default_value = "full,full,full")]
+    replicas: String,
+    /// Embedded mode: where the replicas keep their data (replica-N under it).
+    #[arg(long, default_value = "megastore-data")]
+    dir: PathBuf,
+    /// Embedded mode: the schema file (default: the paper's PhotoApp).
+    #[arg(long)]
+    schema: Option<PathBuf>,
+    /// Embedded mode: the address replicas listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Embedded mode: replica i listens on this port + i (0: any free port).
+    #[arg(long, default_value_t = 7401)]
+    port: u16,
+    /// Embedded mode: each replica's region, for --inject-latency.
+    #[arg(long, default_value = "")]
+    regions: String,
+    /// Embedded mode: round trips between regions, `a:b=ms,...`.
+    #[arg(long)]
+    inject_latency: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start replicas: the embedded default (three in this process), or `--replica ID
+    /// --config FILE` for one of a cluster.
+    Serve(ServeArgs),
+    /// The replica's id, its cluster's members and its counters.
+    Status,
+    /// Print the schema.
+    Schema,
+    /// Write an entity: `put TABLE name=value ...` (repeated: name=a,b,c).
+    Put { table: String, values: Vec<String> },
+    /// Read an entity by its key: `get TABLE key=value ...`.
+    Get {
+        table: String,
+        key: Vec<String>,
+        /// current, snapshot or inconsistent.
+        #[arg(long, default_value = "current")]
+        mode: String,
+    },
+    /// Delete an entity by its key.
+    Delete { table: String, key: Vec<String> },
+    /// The entities of TABLE whose key starts with the given columns (at least the
+    /// entity group's).
+    Scan {
+        table: String,
+        prefix: Vec<String>,
+        #[arg(long, default_value = "current")]
+        mode: String,
+    },
+    /// Index entries starting with the given values. A local index needs --group.
+    Query {
+        index: String,
+        values: Vec<String>,
+        /// The entity group (for a local index): its root's key, `--group col=value`
+        /// once per key column.
+        #[arg(long)]
+        group: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Serve(args) => serve::run(args, cli.token.clone()),
+        command => commands::run(&cli.address, cli.token.clone(), command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("megastore: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

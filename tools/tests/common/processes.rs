@@ -1,0 +1,185 @@
+//! A cluster of `megastore serve --replica` processes on loopback, with its own etcd as
+//! the lock service, for tests that kill, stop and restart replicas. Every process is
+//! killed when its handle drops.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// A free loopback port (the listener is closed again; the port is taken right after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Reads `output` until a line that `is_ready` accepts; the rest is drained in the
+/// background. Panics with what it printed if it ends first.
+fn wait_for_line(
+    output: impl std::io::Read + Send + 'static,
+    what: &str,
+    is_ready: impl Fn(&str) -> bool,
+) {
+    let mut lines = BufReader::new(output).lines();
+    let mut seen = Vec::new();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) if is_ready(&line) => break,
+            Some(Ok(line)) => seen.push(line),
+            _ => panic!("{what} ended before it was ready; it printed {seen:?}"),
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+}
+
+/// An etcd member of its own, on free loopback ports.
+pub struct Etcd {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl Etcd {
+    pub fn start(dir: &Path) -> Etcd {
+        let etcd = which("etcd").unwrap_or_else(|| {
+            panic!("etcd is not installed: run .ci/install-etcd (Debian's etcd-server)")
+        });
+        let (client, peer) = (free_port(), free_port());
+        let endpoint = format!("127.0.0.1:{client}");
+        let mut child = Command::new(etcd)
+            .args([
+                "--name",
+                "test",
+                "--data-dir",
+                &dir.join("etcd").display().to_string(),
+                "--listen-client-urls",
+                &format!("http://{endpoint}"),
+                "--advertise-client-urls",
+                &format!("http://{endpoint}"),
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+                "--initial-cluster",
+                &format!("test=http://127.0.0.1:{peer}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("etcd starts");
+        // etcd logs to stderr; it is ready once it says it serves clients.
+        let stderr = child.stderr.take().expect("stderr is piped");
+        wait_for_line(stderr, "etcd", |l| {
+            l.contains("serving insecure client requests")
+        });
+        Etcd { child, endpoint }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| Path::new(dir).join(program))
+        .find(|p| p.is_file())
+}
+
+/// The replicas of one config, each its own `megastore serve` process.
+pub struct Processes {
+    pub config: PathBuf,
+    pub addresses: Vec<String>,
+    children: Vec<Option<Child>>,
+}
+
+impl Processes {
+    /// Writes a config of `kinds` (replica i in `dir/replica-i`) using `etcd`, with
+    /// calls between processes timing out after `timeout_ms`, and starts them all.
+    pub fn start(dir: &Path, etcd: &Etcd, kinds: &[&str], lease_ms: u64, timeout_ms: u64) -> Self {
+        let addresses: Vec<String> = kinds
+            .iter()
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let mut text = format!(
+            "etcd = \"{}\"\nlease_ms = {lease_ms}\ntimeout_ms = {timeout_ms}\n",
+            etcd.endpoint
+        );
+        for (i, (kind, address)) in kinds.iter().zip(&addresses).enumerate() {
+            text.push_str(&format!(
+                "[[replica]]\nid = {i}\nkind = \"{kind}\"\naddress = \"{address}\"\ndir = \"replica-{i}\"\n"
+            ));
+        }
+        let config = dir.join("cluster.toml");
+        std::fs::write(&config, text).expect("config written");
+        let mut processes = Processes {
+            config,
+            addresses,
+            children: kinds.iter().map(|_| None).collect(),
+        };
+        for i in 0..kinds.len() {
+            processes.restart(i);
+        }
+        processes
+    }
+
+    /// Starts replica `i`'s process (again) and waits until it serves.
+    pub fn restart(&mut self, i: usize) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_megastore"))
+            .args(["serve", "--replica", &i.to_string(), "--config"])
+            .arg(&self.config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("megastore serve starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        wait_for_line(stdout, &format!("replica {i}"), |l| l.starts_with("ready"));
+        self.children[i] = Some(child);
+    }
+
+    /// SIGKILL: the process dies without closing anything.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.children[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGSTOP or SIGCONT.
+    pub fn signal(&self, i: usize, signal: &str) {
+        let child = self.children[i].as_ref().expect("replica runs");
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .expect("kill runs")
+            .success();
+        assert!(ok, "kill -{signal} replica {i}");
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for i in 0..self.children.len() {
+            if self.children[i].is_some() {
+                let _ = self.signal_quietly(i, "CONT");
+            }
+            self.kill(i);
+        }
+    }
+}
+
+impl Processes {
+    fn signal_quietly(&self, i: usize, signal: &str) -> Option<()> {
+        let child = self.children[i].as_ref()?;
+        Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .ok()
+            .map(drop)
+    }
+}
