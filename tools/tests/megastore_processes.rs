@@ -152,3 +152,37 @@ fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
     put_photo(&c, 1, 1);
     assert_has_photos(&c, 1, [1]);
 }
+
+#[test]
+fn etcd_leases_renew_in_one_epoch_and_a_revocation_ends_it() {
+    use std::sync::Arc;
+
+    use bigtable::clock::ManualClock;
+    use megastore::etcd::EtcdLocks;
+    use megastore::replicas::LockService;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let etcd = Etcd::start(dir.path());
+    let clock = Arc::new(ManualClock::new(0));
+    let second = Duration::from_secs(1);
+    let locks = EtcdLocks::new(&etcd.endpoint, "/t", clock.clone(), second, second).expect("locks");
+    let other = EtcdLocks::new(&etcd.endpoint, "/t", clock, second, second).expect("locks");
+
+    assert_eq!(other.revoke(3), None, "no lease held: nothing to wait for");
+    let first = locks.acquire(3, 0).expect("granted");
+    assert_eq!(first.until, 1_000_000);
+    let renewed = locks.acquire(3, 500_000).expect("renewed");
+    assert_eq!(renewed.epoch, first.epoch);
+    assert_eq!(renewed.until, 1_500_000);
+
+    // A writer in another process revokes: no renewal, no new lease, while it stands.
+    assert!(other.revoke(3).is_some());
+    assert_eq!(locks.acquire(3, 600_000), None);
+    assert_eq!(locks.acquire(3, 2_000_000), None);
+
+    // Another replica's lease is its own.
+    let four = locks.acquire(4, 0).expect("granted");
+    assert_ne!(four.epoch, first.epoch);
+    locks.release(4);
+    assert_eq!(other.revoke(4), None, "released: nothing to wait for");
+}
