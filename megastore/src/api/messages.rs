@@ -346,6 +346,22 @@ fn property(name: &str, prop: &Prop) -> Property {
     }
 }
 
+/// A property from the wire: a single-valued one must have exactly one value.
+fn prop_of(p: Property) -> Result<(String, Prop), Error> {
+    let mut values = values_from_wire(p.values)?;
+    if p.repeated {
+        return Ok((p.name, Prop::Many(values)));
+    }
+    if values.len() != 1 {
+        return Err(Error::Invalid(format!(
+            "property {} is not repeated but has {} values",
+            p.name,
+            values.len()
+        )));
+    }
+    Ok((p.name, Prop::One(values.remove(0))))
+}
+
 impl From<&Entity> for EntityMessage {
     fn from(e: &Entity) -> Self {
         EntityMessage {
@@ -361,18 +377,8 @@ impl TryFrom<EntityMessage> for Entity {
     fn try_from(m: EntityMessage) -> Result<Self, Error> {
         let mut entity = Entity::new(m.table);
         for p in m.properties {
-            let mut values = values_from_wire(p.values)?;
-            entity = if p.repeated {
-                entity.set_many(&p.name, values)
-            } else if values.len() == 1 {
-                entity.set(&p.name, values.remove(0))
-            } else {
-                return Err(Error::Invalid(format!(
-                    "property {} is not repeated but has {} values",
-                    p.name,
-                    values.len()
-                )));
-            };
+            let (name, prop) = prop_of(p)?;
+            entity.props.insert(name, prop);
         }
         Ok(entity)
     }
@@ -500,20 +506,14 @@ impl TryFrom<IndexHit> for crate::IndexHit {
     type Error = Error;
 
     fn try_from(h: IndexHit) -> Result<Self, Error> {
-        let mut storing = std::collections::BTreeMap::new();
-        for p in h.storing {
-            let mut values = values_from_wire(p.values)?;
-            let prop = if p.repeated || values.len() != 1 {
-                Prop::Many(values)
-            } else {
-                Prop::One(values.remove(0))
-            };
-            storing.insert(p.name, prop);
-        }
         Ok(crate::IndexHit {
             values: values_from_wire(h.values)?,
             key: values_from_wire(h.key)?,
-            storing,
+            storing: h
+                .storing
+                .into_iter()
+                .map(prop_of)
+                .collect::<Result<_, _>>()?,
         })
     }
 }

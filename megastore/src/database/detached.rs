@@ -67,11 +67,20 @@ impl Database {
             // Asked of a replica that has not applied the token's position yet.
             self.core.make_current(&root)?;
         }
+        self.snapshot_at(group, root.row, token)
+    }
+
+    fn snapshot_at(
+        &self,
+        group: &GroupKey,
+        group_row: Vec<u8>,
+        token: ReadToken,
+    ) -> Result<Snapshot<'_>, Error> {
         Ok(Snapshot {
             core: &self.core,
             schema: self.core.schema_for(token.schema_version)?.1,
             root_table: group.root.clone(),
-            group_row: root.row,
+            group_row,
             position: Some(token.position),
             timestamp: Some(token.timestamp),
             reads: None,
@@ -89,13 +98,15 @@ impl Database {
         writes: Vec<Mutation>,
     ) -> Result<Option<Committed>, Error> {
         let root = self.core.root_row(group)?;
+        self.core.serves_reads()?;
         let _gate = GateGuard::enter(&self.core.schema_gate);
+        // No read happens here: committing rolls the group forward before the rule.
         let mut tx = Transaction {
-            snapshot: self.read_at(group, token)?,
+            snapshot: self.snapshot_at(group, root.row.clone(), token)?,
             writes: BTreeMap::new(),
             reindex: Vec::new(),
         };
-        let read_footprint = self.footprint_of(&tx.snapshot, reads)?;
+        let read_footprint = footprint_of(&tx.snapshot, reads)?;
         for write in writes {
             match write {
                 Mutation::Put(entity) => tx.put(entity)?,
@@ -139,16 +150,17 @@ impl Database {
             }
         }
     }
+}
 
-    fn footprint_of(&self, snapshot: &Snapshot<'_>, reads: &ReadSet) -> Result<Footprint, Error> {
-        let mut footprint = Footprint::default();
-        if reads.whole_group {
-            footprint.add_whole_group();
-            return Ok(footprint);
-        }
-        for (table, key) in &reads.entities {
-            footprint.add_row(table, &snapshot.own_row(table, key)?);
-        }
-        Ok(footprint)
+/// The entities `reads` names, as the rule compares them.
+fn footprint_of(snapshot: &Snapshot<'_>, reads: &ReadSet) -> Result<Footprint, Error> {
+    let mut footprint = Footprint::default();
+    if reads.whole_group {
+        footprint.add_whole_group();
+        return Ok(footprint);
     }
+    for (table, key) in &reads.entities {
+        footprint.add_row(table, &snapshot.own_row(table, key)?);
+    }
+    Ok(footprint)
 }

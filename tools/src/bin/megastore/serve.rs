@@ -32,11 +32,32 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 
 /// Completes on Ctrl-C or SIGTERM.
 async fn stop_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
+}
+
+/// Says the replicas serve, then runs until a stop signal; `close` closes them.
+fn run_until_stopped(
+    runtime: tokio::runtime::Runtime,
+    schema: &str,
+    close: impl FnOnce(),
+) -> Result<(), String> {
+    println!("ready: schema {schema}; Ctrl-C stops");
+    runtime.block_on(stop_signal());
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    close();
+    println!("stopped");
+    Ok(())
 }
 
 pub fn run(args: &ServeArgs, token: Option<String>) -> Result<(), String> {
@@ -104,15 +125,13 @@ fn embedded(args: &ServeArgs, token: Option<String>) -> Result<(), String> {
             dirs[i].display()
         );
     }
-    println!(
-        "ready: schema {}; Ctrl-C stops",
-        cluster.replica(0).map_err(|e| e.to_string())?.schema().name
-    );
-    runtime.block_on(stop_signal());
-    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
-    drop(cluster);
-    println!("stopped");
-    Ok(())
+    let schema = cluster
+        .replica(0)
+        .map_err(|e| e.to_string())?
+        .schema()
+        .name
+        .clone();
+    run_until_stopped(runtime, &schema, || drop(cluster))
 }
 
 fn one_replica(id: u32, config: &std::path::Path) -> Result<(), String> {
@@ -133,10 +152,6 @@ fn one_replica(id: u32, config: &std::path::Path) -> Result<(), String> {
         replica.address,
         replica.dir.display()
     );
-    println!("ready: schema {}; Ctrl-C stops", db.schema().name);
-    runtime.block_on(stop_signal());
-    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
-    drop(db);
-    println!("stopped");
-    Ok(())
+    let schema = db.schema().name.clone();
+    run_until_stopped(runtime, &schema, || drop(db))
 }
