@@ -1,16 +1,20 @@
 //! An entity group's log replicated over several replicas: a driver that runs the
 //! proposer state machine (`paxos::proposer`) against the replicas' acceptors until a
-//! value is chosen at a position. The requests the proposer has ready go out together
-//! (in parallel, one thread each, unless `ProposeOptions::parallel` is off), and their
-//! replies are fed back in the order they were sent. Replicas are reached through
-//! the [`Acceptor`] trait: in process, a [`Replica`] itself; across processes, a
-//! replication-server client (later).
+//! value is chosen at a position. Replicas are reached through the [`Acceptor`]
+//! trait: in process, a [`Replica`] itself; across processes, a replication-server
+//! client. Requests to other replicas go out in parallel (one thread each, unless
+//! `ProposeOptions::parallel` is off) and their replies are taken as they arrive; once
+//! a value is chosen, only the replicas that must have heard of it (full ones) are
+//! still waited for.
 //!
 //! A replica that does not answer (an error) simply gives no reply, as a lost message
 //! would: a majority of the replicas is enough to choose, and fewer is reported as
 //! `Error::Unavailable` after `max_rounds` attempts.
 
 use std::collections::{BTreeSet, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::paxos::acceptor::Refusal;
@@ -108,11 +112,43 @@ impl Default for ProposeOptions {
     }
 }
 
+/// A voting replica as the driver reaches it.
+#[derive(Clone)]
+pub enum Voter<'a> {
+    /// Answered on the proposer's own thread (the local replica).
+    Here(&'a dyn Acceptor),
+    /// Answered on a thread of its own (in parallel mode), which may outlive the
+    /// proposal. `awaited`: once a value is chosen, the driver still waits for this
+    /// replica's answer (a full replica must have accepted, or be invalidated, before a
+    /// write is acknowledged); a replica not awaited (a witness) is left to answer late,
+    /// so a write waits for the nearest majority, not the farthest voter.
+    Away {
+        acceptor: Arc<dyn Acceptor>,
+        awaited: bool,
+    },
+}
+
+impl Voter<'_> {
+    pub fn acceptor(&self) -> &dyn Acceptor {
+        match self {
+            Voter::Here(a) => *a,
+            Voter::Away { acceptor, .. } => acceptor.as_ref(),
+        }
+    }
+
+    fn awaited(&self) -> bool {
+        match self {
+            Voter::Here(_) => true,
+            Voter::Away { awaited, .. } => *awaited,
+        }
+    }
+}
+
 /// Gets a value chosen at `position` of the group at `root`: `value` if it wins, or
 /// the value some other proposer got chosen first. With `leader`, starts on the fast
 /// path (ballot 0 at the leader).
 pub fn propose(
-    replicas: &[&dyn Acceptor],
+    replicas: &[Voter<'_>],
     root: &RootRow,
     position: u64,
     value: Vec<u8>,
@@ -123,11 +159,11 @@ pub fn propose(
     propose_at(replicas, root, position, value, leader, options, rng).map(|(o, _)| o)
 }
 
-/// As [`propose`], and also which replicas accepted the chosen value in the winning
-/// round (the accept requests already sent when a majority answered are delivered too,
-/// as they would be on a network).
+/// As [`propose`], and also which replicas were heard to accept the chosen value in
+/// the winning round: all awaited ones that did (the accept requests already sent when
+/// a majority answered are delivered too, as they would be on a network).
 pub fn propose_at(
-    replicas: &[&dyn Acceptor],
+    replicas: &[Voter<'_>],
     root: &RootRow,
     position: u64,
     value: Vec<u8>,
@@ -137,35 +173,27 @@ pub fn propose_at(
 ) -> Result<(Outcome, BTreeSet<usize>), Error> {
     // Patience of one tick: a tick comes only when no reply is left to wait for.
     let mut proposer = Proposer::new(options.proposer, replicas.len(), value, 1);
-    let mut outbox: VecDeque<(usize, Request)> = proposer.start(leader).into();
+    let mut post = PostOffice::new(replicas, root, position, options.parallel);
+    post.send(proposer.start(leader));
     let mut now = 0;
     let mut rounds = 0;
     let mut accepted: Vec<(usize, u64)> = Vec::new();
     loop {
-        while !outbox.is_empty() {
-            let sent: Vec<(usize, Request)> = outbox.drain(..).collect();
-            let mut outcome = None;
-            for (to, reply) in ask_all(replicas, root, position, sent, options.parallel) {
-                let Some(reply) = reply else {
-                    continue;
-                };
-                if let Reply::Accepted { ballot } = reply {
-                    accepted.push((to, ballot));
-                }
-                if outcome.is_none() {
-                    let backoff = 1 + rng.below(4);
-                    let (sends, decided) = proposer.on_reply(to, reply, backoff);
-                    outbox.extend(sends);
-                    outcome = decided;
-                }
+        while let Some((to, reply)) = post.next_reply() {
+            let Some(reply) = reply else {
+                continue;
+            };
+            if let Reply::Accepted { ballot } = reply {
+                accepted.push((to, ballot));
             }
-            if let Some(outcome) = outcome {
-                // The accepts it has ready are delivered too, as on a network.
-                let pending: Vec<(usize, Request)> = outbox
-                    .drain(..)
-                    .filter(|(_, r)| matches!(r, Request::Accept { .. }))
-                    .collect();
-                for (to, reply) in ask_all(replicas, root, position, pending, options.parallel) {
+            let backoff = 1 + rng.below(4);
+            let (sends, decided) = proposer.on_reply(to, reply, backoff);
+            post.send(sends);
+            if let Some(outcome) = decided {
+                // The accepts it has ready are delivered too, as on a network; the
+                // awaited replicas' answers are collected before returning.
+                post.flush_accepts();
+                for (to, reply) in post.drain_awaited() {
                     if let Some(Reply::Accepted { ballot }) = reply {
                         accepted.push((to, ballot));
                     }
@@ -190,9 +218,13 @@ pub fn propose_at(
         }
         let pause_micros = rng.below(options.max_backoff.as_micros().max(1) as u64);
         std::thread::sleep(Duration::from_micros(pause_micros));
-        while outbox.is_empty() {
+        loop {
             now += 1;
-            outbox.extend(proposer.on_tick(now, 1));
+            let sends = proposer.on_tick(now, 1);
+            if !sends.is_empty() {
+                post.send(sends);
+                break;
+            }
         }
     }
 }
@@ -200,7 +232,7 @@ pub fn propose_at(
 /// Learns the value chosen at `position`, choosing `no_op` there if nothing was
 /// accepted anywhere (the slow path: a prepare adopts any accepted value).
 pub fn learn(
-    replicas: &[&dyn Acceptor],
+    replicas: &[Voter<'_>],
     root: &RootRow,
     position: u64,
     no_op: Vec<u8>,
@@ -217,7 +249,7 @@ pub fn learn(
 /// apply to be current. Each value comes from a replica that applied it, or else from
 /// Paxos (which chooses `no_op` where nothing was accepted).
 pub fn catch_up(
-    replicas: &[&dyn Acceptor],
+    replicas: &[Voter<'_>],
     root: &RootRow,
     from: u64,
     no_op: &[u8],
@@ -229,7 +261,7 @@ pub fn catch_up(
     for position in from..=highest {
         let known = replicas
             .iter()
-            .find_map(|r| r.chosen_value(root, position).ok().flatten());
+            .find_map(|r| r.acceptor().chosen_value(root, position).ok().flatten());
         let value = match known {
             Some(v) => v,
             None => learn(replicas, root, position, no_op.to_vec(), options, rng)?,
@@ -240,10 +272,10 @@ pub fn catch_up(
 }
 
 /// The highest position a majority of `replicas` knows of (applied, or accepted).
-pub fn log_end(replicas: &[&dyn Acceptor], root: &RootRow) -> Result<u64, Error> {
+pub fn log_end(replicas: &[Voter<'_>], root: &RootRow) -> Result<u64, Error> {
     let heard: Vec<u64> = replicas
         .iter()
-        .filter_map(|r| r.highest_position(root).ok())
+        .filter_map(|r| r.acceptor().highest_position(root).ok())
         .collect();
     if heard.len() < replicas.len() / 2 + 1 {
         return Err(Error::Unavailable(format!(
@@ -255,46 +287,122 @@ pub fn log_end(replicas: &[&dyn Acceptor], root: &RootRow) -> Result<u64, Error>
     Ok(heard.into_iter().max().unwrap_or(0))
 }
 
-/// Sends `requests` and returns each one's reply (`None`: no answer), in the order
-/// sent; in parallel if `parallel`.
-fn ask_all(
-    replicas: &[&dyn Acceptor],
-    root: &RootRow,
+/// A reply from a replica's thread: (replica, reply; `None`: no answer).
+type Arrival = (usize, Option<Reply>);
+
+/// Carries one proposal's requests to the voters and brings back their replies.
+///
+/// In parallel mode a request to a replica `Away` goes out at once on a thread of its
+/// own, and replies come back in the order they arrive. Otherwise (the simulator, which
+/// must stay single-threaded and deterministic) requests wait in a queue until every
+/// earlier reply was read, then are answered one after another, in the order sent.
+struct PostOffice<'v, 'a> {
+    replicas: &'v [Voter<'a>],
+    root: &'v RootRow,
     position: u64,
-    requests: Vec<(usize, Request)>,
     parallel: bool,
-) -> Vec<(usize, Option<Reply>)> {
-    let replies = each(&requests, parallel, |(to, request)| {
-        ask(replicas[*to], root, position, request.clone())
-    });
-    requests
-        .into_iter()
-        .map(|(to, _)| to)
-        .zip(replies)
-        .collect()
+    queued: VecDeque<(usize, Request)>,
+    answered: VecDeque<Arrival>,
+    /// Requests out on their own threads, per replica.
+    in_flight: Vec<usize>,
+    /// Replies from those threads: (replica, reply).
+    arrivals: (Sender<Arrival>, Receiver<Arrival>),
 }
 
-/// `f` of every item, in order; in parallel (one thread each, the first on this
-/// thread) if `parallel`. A call that panics gives `None`, as a peer that never
-/// answered.
-fn each<T: Sync, R: Send>(
-    items: &[T],
-    parallel: bool,
-    f: impl Fn(&T) -> Option<R> + Sync,
-) -> Vec<Option<R>> {
-    if !parallel || items.len() < 2 {
-        return items.iter().map(&f).collect();
+impl<'v, 'a> PostOffice<'v, 'a> {
+    fn new(replicas: &'v [Voter<'a>], root: &'v RootRow, position: u64, parallel: bool) -> Self {
+        PostOffice {
+            replicas,
+            root,
+            position,
+            parallel,
+            queued: VecDeque::new(),
+            answered: VecDeque::new(),
+            in_flight: vec![0; replicas.len()],
+            arrivals: channel(),
+        }
     }
-    std::thread::scope(|s| {
-        let f = &f;
-        let others: Vec<_> = items[1..]
-            .iter()
-            .map(|item| s.spawn(move || f(item)))
-            .collect();
-        let mut results = vec![f(&items[0])];
-        results.extend(others.into_iter().map(|h| h.join().ok().flatten()));
-        results
-    })
+
+    fn send(&mut self, requests: Vec<(usize, Request)>) {
+        self.queued.extend(requests);
+        if self.parallel {
+            self.dispatch();
+        }
+    }
+
+    /// Sends the queued accept requests (drops any other).
+    fn flush_accepts(&mut self) {
+        self.queued
+            .retain(|(_, r)| matches!(r, Request::Accept { .. }));
+        self.dispatch();
+    }
+
+    /// Sends what is queued: first out to the replicas away (in parallel mode), then
+    /// here, so that the local answer overlaps the remote ones.
+    fn dispatch(&mut self) {
+        let mut here = Vec::new();
+        for (to, request) in std::mem::take(&mut self.queued) {
+            match &self.replicas[to] {
+                Voter::Away { acceptor, .. } if self.parallel => {
+                    self.in_flight[to] += 1;
+                    self.spawn(to, acceptor.clone(), request);
+                }
+                _ => here.push((to, request)),
+            }
+        }
+        for (to, request) in here {
+            let voter = &self.replicas[to];
+            let reply = ask(voter.acceptor(), self.root, self.position, request);
+            self.answered.push_back((to, reply));
+        }
+    }
+
+    fn spawn(&self, to: usize, acceptor: Arc<dyn Acceptor>, request: Request) {
+        let (root, position) = (self.root.clone(), self.position);
+        let arrivals = self.arrivals.0.clone();
+        std::thread::spawn(move || {
+            let reply = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                ask(acceptor.as_ref(), &root, position, request)
+            }));
+            // A call that panics is a peer that never answered. Once the proposal is
+            // over nobody listens, and the reply is dropped.
+            let _ = arrivals.send((to, reply.ok().flatten()));
+        });
+    }
+
+    /// The next reply (`None` inside: that replica did not answer), or `None` when no
+    /// request is left unanswered.
+    fn next_reply(&mut self) -> Option<Arrival> {
+        if self.answered.is_empty() && !self.parallel {
+            self.dispatch();
+        }
+        if let Some(reply) = self.answered.pop_front() {
+            return Some(reply);
+        }
+        if self.in_flight.iter().all(|&n| n == 0) {
+            return None;
+        }
+        let (to, reply) = self.arrivals.1.recv().ok()?;
+        self.in_flight[to] -= 1;
+        Some((to, reply))
+    }
+
+    /// The replies still to come from awaited replicas (and any already in), leaving
+    /// the others to answer late.
+    fn drain_awaited(&mut self) -> Vec<Arrival> {
+        let mut replies: Vec<_> = self.answered.drain(..).collect();
+        let awaited = |post: &Self| {
+            (0..post.replicas.len()).any(|r| post.in_flight[r] > 0 && post.replicas[r].awaited())
+        };
+        while awaited(self) {
+            let Ok((to, reply)) = self.arrivals.1.recv() else {
+                break;
+            };
+            self.in_flight[to] -= 1;
+            replies.push((to, reply));
+        }
+        replies
+    }
 }
 
 fn ask(replica: &dyn Acceptor, root: &RootRow, position: u64, request: Request) -> Option<Reply> {
@@ -313,7 +421,7 @@ fn ask(replica: &dyn Acceptor, root: &RootRow, position: u64, request: Request) 
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
 
     use parking_lot::{Condvar, Mutex};
@@ -328,11 +436,57 @@ mod tests {
         changed: Condvar,
     }
 
+    /// Holds accepts back until released (up to a bound), and tells whether one answered.
+    #[derive(Default)]
+    struct Hold {
+        released: Mutex<bool>,
+        changed: Condvar,
+        answered: AtomicBool,
+    }
+
+    impl Hold {
+        fn release(&self) {
+            *self.released.lock() = true;
+            self.changed.notify_all();
+        }
+    }
+
     /// An acceptor in memory whose accepts wait (up to a bound) for a second accept
-    /// to be in progress at another replica sharing its `InFlight`.
+    /// to be in progress at another replica sharing its `InFlight`, or for its `Hold`
+    /// to be released.
+    #[derive(Default)]
     struct Meeting {
         state: Mutex<AcceptorState>,
         in_flight: Option<Arc<InFlight>>,
+        hold: Option<Arc<Hold>>,
+    }
+
+    fn away(replica: Meeting, awaited: bool) -> Voter<'static> {
+        Voter::Away {
+            acceptor: Arc::new(replica),
+            awaited,
+        }
+    }
+
+    /// Proposes "v" at position 1 on the fast path, through voter 0.
+    fn propose_v(voters: &[Voter<'_>]) -> (Outcome, BTreeSet<usize>) {
+        propose_at(
+            voters,
+            &root(),
+            1,
+            b"v".to_vec(),
+            Some(0),
+            ProposeOptions::default(),
+            &mut Rng::new(1),
+        )
+        .unwrap()
+    }
+
+    fn root() -> RootRow {
+        RootRow {
+            table: "t".into(),
+            row: b"g".to_vec(),
+        }
     }
 
     impl Acceptor for Meeting {
@@ -365,6 +519,15 @@ mod tests {
                     .wait_while_for(&mut now, |n| n.1 < 2, Duration::from_secs(10));
                 now.0 -= 1;
             }
+            if let Some(hold) = &self.hold {
+                let mut released = hold.released.lock();
+                // Bounded, so that a driver waiting for this answer fails the test
+                // instead of hanging it.
+                let _ =
+                    hold.changed
+                        .wait_while_for(&mut released, |r| !*r, Duration::from_secs(10));
+                hold.answered.store(true, Ordering::SeqCst);
+            }
             let mut state = self.state.lock();
             Ok(match state.accept(ballot, value) {
                 Ok(next) => {
@@ -390,27 +553,17 @@ mod tests {
     #[test]
     fn the_fast_path_accepts_at_the_others_in_parallel() {
         let in_flight = Arc::new(InFlight::default());
-        let replicas: Vec<Meeting> = (0..3)
-            .map(|i| Meeting {
-                state: Mutex::new(AcceptorState::default()),
-                in_flight: (i > 0).then(|| in_flight.clone()),
-            })
+        let leader = Meeting::default();
+        let voters: Vec<Voter<'_>> = std::iter::once(Voter::Here(&leader))
+            .chain((1..3).map(|_| {
+                let replica = Meeting {
+                    in_flight: Some(in_flight.clone()),
+                    ..Meeting::default()
+                };
+                away(replica, true)
+            }))
             .collect();
-        let views: Vec<&dyn Acceptor> = replicas.iter().map(|r| r as &dyn Acceptor).collect();
-        let root = RootRow {
-            table: "t".into(),
-            row: b"g".to_vec(),
-        };
-        let (outcome, accepted) = propose_at(
-            &views,
-            &root,
-            1,
-            b"v".to_vec(),
-            Some(0),
-            ProposeOptions::default(),
-            &mut Rng::new(1),
-        )
-        .unwrap();
+        let (outcome, accepted) = propose_v(&voters);
         assert_eq!(
             outcome,
             Outcome::Chosen {
@@ -424,5 +577,57 @@ mod tests {
             2,
             "both others' accepts were in progress at once"
         );
+    }
+
+    #[test]
+    fn a_write_waits_for_the_nearest_majority_not_for_a_witness() {
+        let hold = Arc::new(Hold::default());
+        let leader = Meeting::default();
+        let voters = vec![
+            Voter::Here(&leader),
+            away(Meeting::default(), true),
+            away(
+                Meeting {
+                    hold: Some(hold.clone()),
+                    ..Meeting::default()
+                },
+                false,
+            ),
+        ];
+        let (outcome, accepted) = propose_v(&voters);
+        let answered = hold.answered.load(Ordering::SeqCst);
+        hold.release();
+        assert!(matches!(outcome, Outcome::Chosen { ours: true, .. }));
+        assert!(!answered, "the proposal waited for the witness");
+        assert_eq!(accepted, BTreeSet::from([0, 1]));
+    }
+
+    #[test]
+    fn an_unanswered_witness_is_still_needed_for_a_majority() {
+        let hold = Arc::new(Hold::default());
+        let leader = Meeting::default();
+        let down = Meeting::default();
+        // The full replica "down" refuses everything: it promised the highest ballot.
+        down.state.lock().promised = u64::MAX;
+        let voters = vec![
+            Voter::Here(&leader),
+            away(down, true),
+            away(
+                Meeting {
+                    hold: Some(hold.clone()),
+                    ..Meeting::default()
+                },
+                false,
+            ),
+        ];
+        let releaser = {
+            let hold = hold.clone();
+            std::thread::spawn(move || hold.release())
+        };
+        let (outcome, accepted) = propose_v(&voters);
+        releaser.join().unwrap();
+        assert!(matches!(outcome, Outcome::Chosen { ours: true, .. }));
+        assert!(hold.answered.load(Ordering::SeqCst));
+        assert_eq!(accepted, BTreeSet::from([0, 2]));
     }
 }

@@ -13,7 +13,7 @@ use bigtable::fs::FaultyFs;
 use bigtable::{Engine, EngineOptions};
 use megastore::paxos::proposer::{Outcome, Reply};
 use megastore::replica::{Replica, RootRow};
-use megastore::replication::{catch_up, learn, propose, Acceptor, ProposeOptions};
+use megastore::replication::{catch_up, learn, propose, Acceptor, ProposeOptions, Voter};
 use megastore::sim::Rng;
 use megastore::Error;
 
@@ -93,8 +93,13 @@ fn root() -> RootRow {
     }
 }
 
-fn views(set: &[Arc<Switchable>]) -> Vec<&dyn Acceptor> {
-    set.iter().map(|r| r.as_ref() as &dyn Acceptor).collect()
+fn views(set: &[Arc<Switchable>]) -> Vec<Voter<'static>> {
+    set.iter()
+        .map(|r| Voter::Away {
+            acceptor: r.clone(),
+            awaited: true,
+        })
+        .collect()
 }
 
 /// The value each replica's acceptor holds at `position`, if any.

@@ -16,7 +16,7 @@ use crate::log::LogEntry;
 use crate::paxos::proposer::{Outcome, Reply};
 use crate::replica::{GroupState, RootRow};
 use crate::replicas::{Peer, ReplicaKind, Replication};
-use crate::replication::{propose_at, Acceptor, ProposeOptions};
+use crate::replication::{propose_at, Acceptor, ProposeOptions, Voter};
 use crate::Error;
 
 use super::Core;
@@ -95,10 +95,20 @@ impl<'a> Peers<'a> {
         }
     }
 
-    /// The voters' acceptors, in voter order, and the member index of each.
-    fn voters<'s>(&'s self, core: &'s Core) -> (Vec<&'s dyn Acceptor>, Vec<usize>) {
+    /// The voters, in voter order, and the member index of each. A write waits for the
+    /// full ones (each must accept or be invalidated), not for witnesses.
+    fn voters<'s>(&'s self, core: &'s Core) -> (Vec<Voter<'s>>, Vec<usize>) {
         let members = self.config.voters();
-        let views = members.iter().map(|&m| self.acceptor(core, m)).collect();
+        let views = members
+            .iter()
+            .map(|&m| match &self.remote[m] {
+                Some(peer) => Voter::Away {
+                    acceptor: peer.clone(),
+                    awaited: self.config.members[m].kind == ReplicaKind::Full,
+                },
+                None => Voter::Here(core),
+            })
+            .collect();
         (views, members)
     }
 }
