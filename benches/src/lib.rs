@@ -4,4 +4,5 @@
 
 pub mod db_bench;
 pub mod megastore_counter;
+pub mod report;
 pub mod stores;

@@ -152,3 +152,25 @@ fn a_server_that_requires_a_token_refuses_requests_without_it() {
         0
     );
 }
+
+#[test]
+fn a_blind_write_commits_at_the_current_position_and_conflicts_with_earlier_readers() {
+    let (address, _server) = serve(None);
+    let client = connect(&address, None);
+    let g = user_group(2);
+    let first = client.write(&g, &[user(2, "bo")]).unwrap();
+    let second = client.write(&g, &[photo(2, 1, 10, &["x"])]).unwrap();
+    assert!(first.wrote && second.wrote);
+    assert!(second.position > first.position);
+    let read = client
+        .get(&g, "Photo", &photo_key(2, 1), ReadMode::Current)
+        .unwrap();
+    assert_eq!(read, Some(photo(2, 1, 10, &["x"])));
+
+    // A transaction that began before a blind write and read what it wrote conflicts.
+    let mut reader = client.begin(&g).unwrap();
+    reader.get("Photo", &photo_key(2, 1)).unwrap();
+    client.write(&g, &[photo(2, 1, 11, &[])]).unwrap();
+    reader.put(&photo(2, 1, 12, &[]));
+    assert!(matches!(reader.commit(), Err(Error::Conflict(_))));
+}

@@ -235,6 +235,34 @@ impl Client {
         })
     }
 
+    /// The replica's address, as given to [`Client::connect`].
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Commits `entities` to `group` as a blind write: a transaction that read nothing,
+    /// so one round trip and never a conflict.
+    pub fn write(&self, group: &GroupKey, entities: &[Entity]) -> Result<Committed, Error> {
+        let request = CommitRequest {
+            group: Some(group.into()),
+            transaction: None,
+            reads: Vec::new(),
+            read_whole_group: false,
+            mutations: entities.iter().map(put_of).collect(),
+        };
+        self.commit(request)
+    }
+
+    fn commit(&self, request: CommitRequest) -> Result<Committed, Error> {
+        let reply = self.call(|mut c| async move { c.commit(request).await })?;
+        Ok(Committed {
+            position: reply.position,
+            timestamp: reply.timestamp,
+            wrote: reply.wrote,
+            attempts: 1,
+        })
+    }
+
     /// Runs `f` as a transaction on `group` and commits it; on a conflict, runs it
     /// again from a new begin, up to `max_attempts` times in all.
     pub fn transact<R>(
@@ -324,10 +352,7 @@ impl RemoteTransaction<'_> {
     }
 
     pub fn put(&mut self, entity: &Entity) {
-        self.mutations.push(wire::Mutation {
-            put: Some(EntityMessage::from(entity)),
-            delete: None,
-        });
+        self.mutations.push(put_of(entity));
     }
 
     pub fn delete(&mut self, table: &str, key: &[Value]) {
@@ -347,14 +372,13 @@ impl RemoteTransaction<'_> {
             read_whole_group: self.whole_group,
             mutations: self.mutations,
         };
-        let reply = self
-            .client
-            .call(|mut c| async move { c.commit(request).await })?;
-        Ok(Committed {
-            position: reply.position,
-            timestamp: reply.timestamp,
-            wrote: reply.wrote,
-            attempts: 1,
-        })
+        self.client.commit(request)
+    }
+}
+
+fn put_of(entity: &Entity) -> wire::Mutation {
+    wire::Mutation {
+        put: Some(EntityMessage::from(entity)),
+        delete: None,
     }
 }

@@ -161,10 +161,17 @@ impl Megastore for ApiService {
         let r = request.into_inner();
         self.run(move |db| {
             let group = group_of(r.group)?;
-            let token: crate::ReadToken = r
-                .transaction
-                .ok_or_else(|| Error::Invalid("a commit names no transaction (Begin)".into()))?
-                .into();
+            let blind = r.reads.is_empty() && !r.read_whole_group;
+            let token = match r.transaction {
+                Some(t) => t.into(),
+                // It read nothing, so it cannot conflict: it commits as of now.
+                None if blind => db.begin(&group)?,
+                None => {
+                    return Err(Error::Invalid(
+                        "a commit that read names its transaction (Begin)".into(),
+                    ))
+                }
+            };
             let reads = ReadSet {
                 entities: r
                     .reads

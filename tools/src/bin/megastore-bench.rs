@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use benches::megastore_counter::{counter_key, group, open_cluster, Counter, Load};
+use benches::report::{finish, micros, percentile, report_progress, STOP};
 use clap::{Parser, ValueEnum};
 use megastore::cluster::{Cluster, TransportWrapper};
 use megastore::node::{spawn, Services};
@@ -117,17 +118,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(&cli) {
-        Ok(line) => {
-            println!("{line}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("megastore-bench: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    finish("megastore-bench", run(&Cli::parse()))
 }
 
 fn run(cli: &Cli) -> Result<String, String> {
@@ -282,10 +273,10 @@ fn measure(cli: &Cli, cluster: &Cluster, full: &[usize]) -> Result<String, Strin
         let progress = s.spawn({
             let done = done.clone();
             let total = cli.commits;
-            move || report_progress(&done, total)
+            move || report_progress(&done, total, "commits")
         });
         let measured = load.run_recording(cli.commits, at, &done);
-        done.store(u64::MAX, Ordering::Relaxed); // tells the progress thread to stop
+        done.store(STOP, Ordering::Relaxed);
         let _ = progress.join();
         measured
     });
@@ -329,34 +320,4 @@ fn current_reads(db: &Database, n: u64) -> Result<Vec<Duration>, String> {
     }
     latencies.sort_unstable();
     Ok(latencies)
-}
-
-/// The `p` quantile of sorted `latencies`.
-fn percentile(latencies: &[Duration], p: f64) -> Duration {
-    let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
-    latencies.get(i).copied().unwrap_or_default()
-}
-
-fn micros(d: Duration) -> String {
-    format!("{} µs", d.as_micros())
-}
-
-/// Prints how many commits are done, every second, until `done` is `u64::MAX`.
-fn report_progress(done: &AtomicU64, total: u64) {
-    let started = Instant::now();
-    let mut last = Instant::now();
-    loop {
-        std::thread::sleep(Duration::from_millis(50));
-        let n = done.load(Ordering::Relaxed);
-        if n == u64::MAX {
-            return;
-        }
-        if last.elapsed() >= Duration::from_secs(1) {
-            last = Instant::now();
-            eprintln!(
-                "{n} of {total} commits in {:.1} s",
-                started.elapsed().as_secs_f64()
-            );
-        }
-    }
 }
