@@ -14,7 +14,7 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::paxos::acceptor::Refusal;
@@ -360,14 +360,18 @@ impl<'v, 'a> PostOffice<'v, 'a> {
     fn spawn(&self, to: usize, acceptor: Arc<dyn Acceptor>, request: Request) {
         let (root, position) = (self.root.clone(), self.position);
         let arrivals = self.arrivals.0.clone();
-        std::thread::spawn(move || {
+        let carry = move || {
             let reply = std::panic::catch_unwind(AssertUnwindSafe(|| {
                 ask(acceptor.as_ref(), &root, position, request)
             }));
             // A call that panics is a peer that never answered. Once the proposal is
             // over nobody listens, and the reply is dropped.
             let _ = arrivals.send((to, reply.ok().flatten()));
-        });
+        };
+        match carriers() {
+            Some(pool) => drop(pool.spawn_blocking(carry)),
+            None => drop(std::thread::spawn(carry)),
+        }
     }
 
     /// The next reply (`None` inside: that replica did not answer), or `None` when no
@@ -403,6 +407,21 @@ impl<'v, 'a> PostOffice<'v, 'a> {
         }
         replies
     }
+}
+
+/// Threads that carry requests to other replicas, kept for reuse: starting a thread
+/// per request costs more than the request itself on loopback. `None` if the pool
+/// could not be started (then each request gets a thread of its own).
+fn carriers() -> Option<&'static tokio::runtime::Runtime> {
+    static CARRIERS: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
+    CARRIERS
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .thread_name("megastore-carrier")
+                .build()
+                .ok()
+        })
+        .as_ref()
 }
 
 fn ask(replica: &dyn Acceptor, root: &RootRow, position: u64, request: Request) -> Option<Reply> {
