@@ -1,6 +1,6 @@
 //! A cluster described by a config file (`docs/megastore-serve.md`): its replicas
 //! (id, kind, address, region, data directory), the schema, the coordinator leases'
-//! lock service (etcd), the bearer token, and injected wide-area latency. Each replica
+//! lock service (etcd), the bearer token, TLS, and injected wide-area latency. Each replica
 //! runs in its own process ([`ClusterConfig::open_replica`]), reaching the others over
 //! gRPC; the embedded mode runs them all in one ([`crate::cluster::Cluster`]).
 
@@ -18,6 +18,7 @@ use crate::remote::client::GrpcTransport;
 use crate::remote::latency::{DelayedTransport, Latencies};
 use crate::replicas::{Member, MonotonicClock, ReplicaKind, Replication, Sleeper, Transport};
 use crate::replication::ProposeOptions;
+use crate::tls::TlsFiles;
 use crate::{Database, DatabaseOptions, Error};
 
 /// The file's contents, as read.
@@ -31,6 +32,10 @@ struct ConfigFile {
     etcd: Option<String>,
     lock_prefix: Option<String>,
     inject_latency: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    tls_domain: Option<String>,
     replica: Vec<ReplicaFile>,
 }
 
@@ -43,6 +48,8 @@ struct ReplicaFile {
     #[serde(default)]
     region: String,
     dir: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 /// One replica of a configured cluster.
@@ -54,6 +61,8 @@ pub struct ReplicaConfig {
     pub region: String,
     /// Its data directory.
     pub dir: PathBuf,
+    /// Its certificate and key, and the CA its peers' chain to (none: plaintext).
+    pub tls: TlsFiles,
 }
 
 /// A checked cluster config.
@@ -84,6 +93,42 @@ pub fn parse_kind(text: &str) -> Result<ReplicaKind, Error> {
     }
 }
 
+/// Replica `r`'s TLS files: its own certificate and key if it names them, else the
+/// cluster's; paths relative to `base`.
+fn replica_tls(file: &ConfigFile, r: &ReplicaFile, base: &Path) -> TlsFiles {
+    let path = |own: &Option<PathBuf>, shared: &Option<PathBuf>| {
+        own.as_ref().or(shared.as_ref()).map(|p| base.join(p))
+    };
+    TlsFiles {
+        cert: path(&r.tls_cert, &file.tls_cert),
+        key: path(&r.tls_key, &file.tls_key),
+        ca: file.tls_ca.as_ref().map(|p| base.join(p)),
+        domain: file.tls_domain.clone(),
+    }
+}
+
+/// TLS is all or nothing: with a CA set, every replica serves TLS, since each is
+/// dialled with `https://`; without one, none does.
+fn check_tls(replicas: &[ReplicaConfig]) -> Result<(), Error> {
+    for (i, r) in replicas.iter().enumerate() {
+        let tls = &r.tls;
+        let why = match (tls.cert.is_some(), tls.key.is_some(), tls.ca.is_some()) {
+            (true, true, true) | (false, false, false) => continue,
+            (true, false, _) | (false, true, _) => "tls_cert and tls_key go together",
+            (false, false, true) => "tls_ca is set, so it needs tls_cert and tls_key",
+            (true, true, false) => "it serves TLS, so its peers need tls_ca to check it",
+        };
+        return Err(Error::Invalid(format!("replica {i}: {why}")));
+    }
+    if replicas
+        .first()
+        .is_some_and(|r| r.tls.domain.is_some() && r.tls.ca.is_none())
+    {
+        return Err(Error::Invalid("tls_domain needs tls_ca".into()));
+    }
+    Ok(())
+}
+
 impl ClusterConfig {
     /// Reads the config file at `path`; paths in it are relative to its directory.
     pub fn load(path: &Path) -> Result<Self, Error> {
@@ -95,14 +140,14 @@ impl ClusterConfig {
 
     /// Parses and checks a config, resolving relative paths against `base`.
     pub fn parse(text: &str, base: &Path) -> Result<Self, Error> {
-        let file: ConfigFile =
+        let mut file: ConfigFile =
             toml::from_str(text).map_err(|e| Error::Invalid(e.message().to_string()))?;
         let schema = match &file.schema {
             Some(p) => std::fs::read_to_string(base.join(p))
                 .map_err(|e| Error::Invalid(format!("cannot read schema {}: {e}", p.display())))?,
             None => crate::examples::PHOTO_APP.to_string(),
         };
-        let mut replicas = file.replica;
+        let mut replicas = std::mem::take(&mut file.replica);
         replicas.sort_by_key(|r| r.id);
         let mut checked = Vec::with_capacity(replicas.len());
         for (i, r) in replicas.into_iter().enumerate() {
@@ -112,6 +157,7 @@ impl ClusterConfig {
                     r.id
                 )));
             }
+            let tls = replica_tls(&file, &r, base);
             let dir = base.join(
                 r.dir
                     .unwrap_or_else(|| PathBuf::from(format!("megastore-data/replica-{i}"))),
@@ -121,6 +167,7 @@ impl ClusterConfig {
                     id: r.id,
                     kind: parse_kind(&r.kind)?,
                 },
+                tls,
                 address: r.address,
                 region: r.region,
                 dir,
@@ -129,6 +176,7 @@ impl ClusterConfig {
         if !checked.iter().any(|r| r.member.kind == ReplicaKind::Full) {
             return Err(Error::Invalid("a cluster needs a full replica".into()));
         }
+        check_tls(&checked)?;
         Ok(ClusterConfig {
             schema,
             lease: Duration::from_millis(file.lease_ms.unwrap_or(2000)),
@@ -162,6 +210,7 @@ impl ClusterConfig {
             &others,
             self.timeout,
             self.token.as_deref(),
+            self.replicas[me].tls.client()?.as_ref(),
         )?);
         Ok(match &self.latencies {
             None => grpc,
@@ -273,6 +322,60 @@ mod tests {
             (unknown.as_str(), "colour"),
             (no_full.as_str(), "needs a full replica"),
             ("replica = 3", "invalid type"),
+        ] {
+            let e = ClusterConfig::parse(text, Path::new(".")).expect_err(text);
+            assert!(e.to_string().contains(says), "{e} lacks {says:?}");
+        }
+    }
+
+    #[test]
+    fn tls_paths_resolve_against_the_config_and_a_replica_may_name_its_own() {
+        let text = format!(
+            "tls_cert = \"certs/all.crt\"\ntls_key = \"certs/all.key\"\n\
+             tls_ca = \"/pki/ca.crt\"\ntls_domain = \"megastore.internal\"\n{THREE}"
+        )
+        .replace(
+            "dir = \"/data/r0\"",
+            "dir = \"/data/r0\"\ntls_cert = \"r0.crt\"\ntls_key = \"r0.key\"",
+        );
+        let config = ClusterConfig::parse(&text, Path::new("/etc/m")).expect("valid");
+        let r0 = &config.replicas[0].tls;
+        assert_eq!(r0.cert, Some(PathBuf::from("/etc/m/r0.crt")));
+        assert_eq!(r0.key, Some(PathBuf::from("/etc/m/r0.key")));
+        let r1 = &config.replicas[1].tls;
+        assert_eq!(r1.cert, Some(PathBuf::from("/etc/m/certs/all.crt")));
+        assert_eq!(r1.ca, Some(PathBuf::from("/pki/ca.crt")));
+        assert_eq!(r1.domain.as_deref(), Some("megastore.internal"));
+        let plain = ClusterConfig::parse(THREE, Path::new("/etc/m")).expect("valid");
+        assert_eq!(plain.replicas[0].tls, TlsFiles::default());
+    }
+
+    #[test]
+    fn tls_is_all_or_nothing_across_the_cluster() {
+        let cert_key = "tls_cert = \"a.crt\"\ntls_key = \"a.key\"\n";
+        let no_ca = format!("{cert_key}{THREE}");
+        let no_key = format!("tls_cert = \"a.crt\"\ntls_ca = \"ca.crt\"\n{THREE}");
+        let ca_only = format!("tls_ca = \"ca.crt\"\n{THREE}");
+        let one_only = THREE.replace(
+            "dir = \"/data/r0\"",
+            "dir = \"/data/r0\"\ntls_cert = \"r0.crt\"\ntls_key = \"r0.key\"",
+        );
+        let domain_only = format!("tls_domain = \"m\"\n{THREE}");
+        for (text, says) in [
+            (
+                no_ca.as_str(),
+                "replica 0: it serves TLS, so its peers need tls_ca",
+            ),
+            (
+                no_key.as_str(),
+                "replica 0: tls_cert and tls_key go together",
+            ),
+            (
+                ca_only.as_str(),
+                "replica 0: tls_ca is set, so it needs tls_cert",
+            ),
+            (one_only.as_str(), "replica 0: it serves TLS"),
+            (domain_only.as_str(), "tls_domain needs tls_ca"),
         ] {
             let e = ClusterConfig::parse(text, Path::new(".")).expect_err(text);
             assert!(e.to_string().contains(says), "{e} lacks {says:?}");

@@ -30,6 +30,7 @@ pub mod replicas;
 pub mod replication;
 pub mod schema;
 pub mod sim;
+pub mod tls;
 pub mod txn;
 
 pub use database::detached::{Mutation, ReadSet, ReadToken};

@@ -1,22 +1,30 @@
 //! The client API over gRPC on loopback, against one replica on an in-memory file
 //! system: detached transactions commit or conflict as the group-commit rule says,
 //! reads in each mode and index queries answer, and a server that requires a token
-//! refuses requests without it.
+//! refuses requests without it. Over TLS, a client needs the server's CA (and the token);
+//! one without TLS, or trusting another CA, or checking another name, fails and says why.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 
+use std::path::Path;
 use std::sync::Arc;
 
 use megastore::api::client::{Client, ClientOptions};
 use megastore::node::{spawn, Services};
+use megastore::tls::{ClientTls, ServerTls, TlsFiles};
 use megastore::{Error, ReadMode, Value, ValueRange};
 
-use common::{photo, photo_app, user, user_group};
+use common::{certs, photo, photo_app, user, user_group};
 
 /// A served PhotoApp database and its runtime (the server lives as long as it does).
 fn serve(token: Option<&str>) -> (String, tokio::runtime::Runtime) {
+    serve_tls(token, None)
+}
+
+/// The same, its listener over TLS when `tls` is given.
+fn serve_tls(token: Option<&str>, tls: Option<ServerTls>) -> (String, tokio::runtime::Runtime) {
     let fs = bigtable::fs::FaultyFs::new();
     let db = Arc::new(photo_app(&fs));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -26,14 +34,19 @@ fn serve(token: Option<&str>) -> (String, tokio::runtime::Runtime) {
         .enable_all()
         .build()
         .unwrap();
-    let services = Services::replica(db, token.map(str::to_string));
+    let services = Services::replica(db, token.map(str::to_string)).with_tls(tls);
     spawn(runtime.handle(), services, listener, std::future::pending()).unwrap();
     (address, runtime)
 }
 
 fn connect(address: &str, token: Option<&str>) -> Client {
+    connect_tls(address, token, None)
+}
+
+fn connect_tls(address: &str, token: Option<&str>, tls: Option<ClientTls>) -> Client {
     let options = ClientOptions {
         token: token.map(str::to_string),
+        tls,
         ..ClientOptions::default()
     };
     Client::connect(address, &options).unwrap()
@@ -173,4 +186,92 @@ fn a_blind_write_commits_at_the_current_position_and_conflicts_with_earlier_read
     client.write(&g, &[photo(2, 1, 11, &[])]).unwrap();
     reader.put(&photo(2, 1, 12, &[]));
     assert!(matches!(reader.commit(), Err(Error::Conflict(_))));
+}
+
+/// A listener over TLS (a self-signed certificate for localhost and 127.0.0.1, made in
+/// `dir`) that requires the token "s3cret"; the files name the certificate as the CA.
+fn serve_tls_with_token(dir: &Path) -> (String, TlsFiles, tokio::runtime::Runtime) {
+    let files = certs::self_signed(dir, "server");
+    let (address, runtime) = serve_tls(Some("s3cret"), files.server().unwrap());
+    (address, files, runtime)
+}
+
+/// Asserts that `result` failed to reach the server, for a reason that says `says`.
+fn unreachable_because<T: std::fmt::Debug>(result: Result<T, Error>, says: &str) {
+    match result {
+        Err(Error::Unavailable(m)) => assert!(m.contains(says), "{m:?} lacks {says:?}"),
+        other => panic!("expected a failure to connect ({says}), got {other:?}"),
+    }
+}
+
+#[test]
+fn a_tls_listener_serves_a_client_that_has_its_ca_and_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (address, files, _server) = serve_tls_with_token(dir.path());
+    let client = connect_tls(&address, Some("s3cret"), files.client().unwrap());
+    let g = user_group(3);
+    client
+        .transact(&g, 4, |tx| {
+            tx.put(&user(3, "cy"));
+            Ok(())
+        })
+        .unwrap();
+    let found = client.get(&g, "User", &[Value::Int64(3)], ReadMode::Current);
+    assert_eq!(found.unwrap(), Some(user(3, "cy")));
+}
+
+#[test]
+fn a_plaintext_client_of_a_tls_listener_fails_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let (address, files, _server) = serve_tls_with_token(dir.path());
+    unreachable_because(
+        connect(&address, Some("s3cret")).status(),
+        "a server that serves TLS closes plaintext connections",
+    );
+    // The listener goes on serving TLS.
+    let client = connect_tls(&address, Some("s3cret"), files.client().unwrap());
+    assert_eq!(client.status().unwrap().replica, 0);
+}
+
+#[test]
+fn a_tls_client_without_the_token_is_unauthenticated() {
+    let dir = tempfile::tempdir().unwrap();
+    let (address, files, _server) = serve_tls_with_token(dir.path());
+    match connect_tls(&address, None, files.client().unwrap()).status() {
+        Err(Error::Invalid(m)) => assert!(m.contains("Unauthenticated"), "{m}"),
+        other => panic!("expected UNAUTHENTICATED, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_client_that_trusts_another_ca_refuses_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (address, _files, _server) = serve_tls_with_token(dir.path());
+    let other = certs::self_signed(dir.path(), "other");
+    let client = connect_tls(&address, Some("s3cret"), other.client().unwrap());
+    unreachable_because(client.status(), "invalid peer certificate");
+}
+
+#[test]
+fn the_name_checked_is_the_address_host_unless_another_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let (address, files, _server) = serve_tls_with_token(dir.path());
+    let port = address.rsplit(':').next().unwrap();
+    let ca = || files.client().unwrap().unwrap();
+    // The certificate names localhost and 127.0.0.1: either is checked as dialled.
+    let by_name = connect_tls(&format!("localhost:{port}"), Some("s3cret"), Some(ca()));
+    assert_eq!(by_name.status().unwrap().replica, 0);
+    let renamed = Some(ca().with_domain("localhost"));
+    assert_eq!(
+        connect_tls(&address, Some("s3cret"), renamed)
+            .status()
+            .unwrap()
+            .replica,
+        0
+    );
+    let elsewhere = Some(ca().with_domain("elsewhere.example"));
+    unreachable_because(
+        connect_tls(&address, Some("s3cret"), elsewhere).status(),
+        "not valid for name \"elsewhere.example\"",
+    );
 }

@@ -2,9 +2,11 @@
 //! replication server runs in its own tokio runtime (dropping it is the replica's
 //! process dying), and each replica's transport is a `GrpcTransport` to the others.
 //! Writes at one replica are seen by current reads at another; with one replica's
-//! server gone, writes and current reads go on.
+//! server gone, writes and current reads go on; over TLS, they replicate as well.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+mod common;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use megastore::node::{spawn, Services};
 use megastore::remote::client::cluster_wrapper;
 use megastore::replicas::{Peer, ReplicaKind};
 use megastore::sim::registers::{Observed, Op, Reg, SCHEMA};
+use megastore::tls::ServerTls;
 use megastore::{Database, DatabaseOptions, Error};
 
 /// A replica's replication server, alive until dropped.
@@ -24,6 +27,15 @@ struct Server(Option<tokio::runtime::Runtime>);
 
 impl Server {
     fn start(peer: Arc<dyn Peer>, listener: std::net::TcpListener) -> Server {
+        Server::start_tls(peer, listener, None)
+    }
+
+    /// The same, over TLS when `tls` is given.
+    fn start_tls(
+        peer: Arc<dyn Peer>,
+        listener: std::net::TcpListener,
+        tls: Option<ServerTls>,
+    ) -> Server {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -31,7 +43,7 @@ impl Server {
             .unwrap();
         spawn(
             runtime.handle(),
-            Services::replication_only(peer),
+            Services::replication_only(peer).with_tls(tls),
             listener,
             std::future::pending(),
         )
@@ -82,16 +94,23 @@ fn read(db: &Database, reg: Reg) -> Option<i64> {
     run(db, Op::Read(reg)).unwrap().reads[0].1
 }
 
-#[test]
-fn replicas_reach_each_other_over_grpc_and_one_down_stops_nothing() {
-    let listeners: Vec<std::net::TcpListener> = (0..3)
+/// `n` loopback listeners on free ports, and their addresses.
+fn listeners(n: usize) -> (Vec<std::net::TcpListener>, Vec<String>) {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
         .collect();
-    let addresses: Vec<String> = listeners
+    let addresses = listeners
         .iter()
         .map(|l| l.local_addr().unwrap().to_string())
         .collect();
-    let cluster = three_full(cluster_wrapper(&addresses, Duration::from_millis(500)).unwrap());
+    (listeners, addresses)
+}
+
+#[test]
+fn replicas_reach_each_other_over_grpc_and_one_down_stops_nothing() {
+    let (listeners, addresses) = listeners(3);
+    let wrap = cluster_wrapper(&addresses, Duration::from_millis(500), None).unwrap();
+    let cluster = three_full(wrap);
     let mut servers: Vec<Option<Server>> = listeners
         .into_iter()
         .enumerate()
@@ -116,6 +135,29 @@ fn replicas_reach_each_other_over_grpc_and_one_down_stops_nothing() {
 
 fn a_group() -> megastore::GroupKey {
     megastore::sim::registers::group_key(0)
+}
+
+#[test]
+fn replicas_replicate_to_each_other_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = common::certs::self_signed(dir.path(), "replicas");
+    let (listeners, addresses) = listeners(3);
+    let trust = files.client().unwrap();
+    let wrap = cluster_wrapper(&addresses, Duration::from_millis(500), trust.as_ref()).unwrap();
+    let cluster = three_full(wrap);
+    let _servers: Vec<Server> = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let peer = cluster.replica(i).unwrap().peer();
+            Server::start_tls(peer, l, files.server().unwrap())
+        })
+        .collect();
+    let a = Reg { group: 2, id: 0 };
+    run(cluster.replica(0).unwrap(), Op::Write(a, 7)).unwrap();
+    for i in [1, 2] {
+        assert_eq!(read(cluster.replica(i).unwrap(), a), Some(7), "replica {i}");
+    }
 }
 
 #[test]

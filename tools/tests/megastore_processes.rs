@@ -1,20 +1,27 @@
 //! Megastore served as one process per replica (`megastore serve --replica ID --config
 //! FILE`) on loopback, with etcd as the coordinators' lock service, driven through the
 //! gRPC client: a killed replica stops no writes and catches up when restarted; a
-//! stopped leader sends writers to the slow path; bad requests get clear errors.
+//! stopped leader sends writers to the slow path; bad requests get clear errors; with
+//! TLS and a token in the config, replicas and clients (the Rust client and the command
+//! line) talk over TLS.
 
 mod common;
 
 use std::time::Duration;
 
-use common::processes::{Etcd, Processes};
+use common::processes::{Embedded, Etcd, Processes};
+use common::{certs, run};
 use megastore::api::client::{Client, ClientOptions};
 use megastore::{Entity, Error, GroupKey, ReadMode, Value};
 
 fn client(address: &str) -> Client {
+    client_with(address, ClientOptions::default())
+}
+
+fn client_with(address: &str, options: ClientOptions) -> Client {
     let options = ClientOptions {
         timeout: Duration::from_secs(10),
-        ..ClientOptions::default()
+        ..options
     };
     Client::connect(address, &options).expect("client")
 }
@@ -185,4 +192,97 @@ fn etcd_leases_renew_in_one_epoch_and_a_revocation_ends_it() {
     assert_ne!(four.epoch, first.epoch);
     locks.release(4);
     assert_eq!(other.revoke(4), None, "released: nothing to wait for");
+}
+
+#[test]
+fn replicas_with_tls_in_their_config_replicate_and_serve_clients_over_tls() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let etcd = Etcd::start(dir.path());
+    let files = certs::self_signed(dir.path(), "cluster");
+    // Relative paths: the config file is in `dir` too.
+    let settings = "token = \"s3cret\"\ntls_cert = \"cluster.crt\"\ntls_key = \"cluster.key\"\n\
+                    tls_ca = \"cluster.crt\"\n";
+    let kinds = ["full", "full", "full"];
+    let cluster = Processes::start_with(dir.path(), &etcd, &kinds, 1000, 500, settings);
+    let tls_client = |i: usize| {
+        let options = ClientOptions {
+            token: Some("s3cret".into()),
+            tls: files.client().expect("the CA loads"),
+            ..ClientOptions::default()
+        };
+        client_with(&cluster.addresses[i], options)
+    };
+    put_photo(&tls_client(0), 5, 1);
+    assert_has_photos(&tls_client(2), 5, [1]);
+
+    let megastore = env!("CARGO_BIN_EXE_megastore");
+    let ca = dir.path().join("cluster.crt").display().to_string();
+    let get = ["get", "Photo", "user_id=5", "photo_id=1"];
+    let with = |flags: &[&str]| {
+        let mut args = vec!["--address", &cluster.addresses[1], "--token", "s3cret"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&get);
+        run(megastore, &args)
+    };
+    let (ok, out, err) = with(&["--tls-ca", &ca]);
+    assert!(ok, "get over TLS failed: {err}");
+    assert!(out.contains("https://p/5/1"), "{out}");
+    let (ok, _, err) = with(&[]);
+    assert!(!ok && err.contains("serves TLS"), "plaintext get: {err}");
+    let (ok, _, err) = with(&["--tls-ca", &ca, "--tls-domain", "elsewhere.example"]);
+    assert!(
+        !ok && err.contains("not valid for name"),
+        "renamed get: {err}"
+    );
+}
+
+#[test]
+fn embedded_serve_takes_a_certificate_and_refuses_tls_flags_that_do_not_belong() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let files = certs::self_signed(dir.path(), "server");
+    let path = |p: &Option<std::path::PathBuf>| p.as_ref().expect("named").display().to_string();
+    let (cert, key) = (path(&files.cert), path(&files.key));
+    let megastore = env!("CARGO_BIN_EXE_megastore");
+    let data = dir.path().join("data");
+    let server = Embedded::start(&data, &["--tls-cert", &cert, "--tls-key", &key]);
+    for address in &server.addresses {
+        let (ok, out, err) = run(
+            megastore,
+            &["--address", address, "--tls-ca", &cert, "status"],
+        );
+        assert!(
+            ok && out.contains("\"replica\""),
+            "status of {address}: {err}"
+        );
+    }
+    assert_eq!(server.addresses.len(), 3);
+
+    // Each would fail on its bogus replica kind if it got past TLS, never serve.
+    let refused = |args: &[&str], says: &str| {
+        let args = [args, &["--replicas", "bogus"]].concat();
+        let (ok, _, err) = run(megastore, &args);
+        assert!(
+            !ok && err.contains(says),
+            "{args:?}: {err:?} lacks {says:?}"
+        );
+    };
+    refused(
+        &["serve", "--tls-ca", &cert],
+        "--tls-ca and --tls-domain are for client",
+    );
+    refused(&["serve", "--tls-cert", &cert], "go together");
+    refused(
+        &["serve", "--tls-cert", &key, "--tls-key", &key],
+        "CERTIFICATE",
+    );
+    let config = [
+        "serve",
+        "--replica",
+        "0",
+        "--config",
+        "c.toml",
+        "--tls-cert",
+        &cert,
+    ];
+    refused(&config, "the config file sets tls_cert");
 }

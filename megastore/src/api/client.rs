@@ -21,7 +21,18 @@ use super::messages::{
 use crate::auth::AddToken;
 use crate::node::MAX_API_MESSAGE_BYTES;
 use crate::remote::client::{client_runtime, error_of, lazy_channel};
+use crate::tls::ClientTls;
 use crate::{Committed, Entity, Error, GroupKey, IndexHit, ReadMode, Stale, Value, ValueRange};
+
+/// How a TLS listener's refusal looks to a plaintext client, depending on how far it got:
+/// the connection closes, resets or breaks, or the TLS alert sent first reads as a
+/// malformed HTTP/2 frame.
+const HUNG_UP: [&str; 4] = [
+    "connection closed",
+    "connection reset",
+    "broken pipe",
+    "h2 protocol error",
+];
 
 type Stub = MegastoreClient<InterceptedService<Channel, AddToken>>;
 
@@ -29,6 +40,7 @@ type Stub = MegastoreClient<InterceptedService<Channel, AddToken>>;
 #[derive(Clone)]
 pub struct Client {
     address: String,
+    tls: bool,
     stub: Stub,
     runtime: Arc<tokio::runtime::Runtime>,
 }
@@ -42,6 +54,8 @@ pub struct ClientOptions {
     pub token: Option<String>,
     /// How many times [`Client::transact`] runs its closure before giving up.
     pub max_attempts: u32,
+    /// What the server's certificate must chain to, when it serves TLS.
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for ClientOptions {
@@ -50,6 +64,7 @@ impl Default for ClientOptions {
             timeout: Duration::from_secs(10),
             token: None,
             max_attempts: 32,
+            tls: None,
         }
     }
 }
@@ -66,7 +81,7 @@ impl Client {
     /// A client of the replica at `address` (`host:port`); it connects on first use.
     pub fn connect(address: &str, options: &ClientOptions) -> Result<Self, Error> {
         let runtime = client_runtime("megastore-client")?;
-        let channel = lazy_channel(&runtime, address, options.timeout)?;
+        let channel = lazy_channel(&runtime, address, options.timeout, options.tls.as_ref())?;
         let stub =
             MegastoreClient::with_interceptor(channel, AddToken::new(options.token.as_deref())?)
                 .max_decoding_message_size(MAX_API_MESSAGE_BYTES)
@@ -74,6 +89,7 @@ impl Client {
                 .max_encoding_message_size(crate::remote::MAX_MESSAGE_BYTES);
         Ok(Client {
             address: address.to_string(),
+            tls: options.tls.is_some(),
             stub,
             runtime,
         })
@@ -86,7 +102,21 @@ impl Client {
         self.runtime
             .block_on(call(self.stub.clone()))
             .map(Response::into_inner)
-            .map_err(|status| error_of(&self.address, &status))
+            .map_err(|status| self.error(&status))
+    }
+
+    /// What a failed call means. A TLS listener hangs up on a plaintext client, which
+    /// then sees only a broken connection: that error says what may be why.
+    fn error(&self, status: &Status) -> Error {
+        match error_of(&self.address, status) {
+            Error::Unavailable(m) if !self.tls && HUNG_UP.iter().any(|s| m.contains(s)) => {
+                Error::Unavailable(format!(
+                    "{m} (a server that serves TLS closes plaintext connections: \
+                     connect over TLS with its CA, ClientOptions::tls or --tls-ca)"
+                ))
+            }
+            e => e,
+        }
     }
 
     pub fn schema(&self) -> Result<SchemaInfo, Error> {

@@ -82,7 +82,7 @@ impl EtcdLocks {
         timeout: Duration,
     ) -> Result<Self, Error> {
         let runtime = client_runtime("megastore-etcd-client")?;
-        let channel = lazy_channel(&runtime, endpoint, timeout)?;
+        let channel = lazy_channel(&runtime, endpoint, timeout, None)?;
         Ok(EtcdLocks {
             prefix: prefix.trim_end_matches('/').to_string(),
             clock,

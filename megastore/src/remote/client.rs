@@ -22,6 +22,7 @@ use crate::paxos::proposer::Reply;
 use crate::replica::RootRow;
 use crate::replicas::{Peer, Transport};
 use crate::replication::Acceptor;
+use crate::tls::ClientTls;
 use crate::Error;
 
 /// The members' replication servers, by member index.
@@ -33,11 +34,13 @@ impl GrpcTransport {
     /// `addresses[m]` is where member `m`'s replication server listens (`host:port`),
     /// `None` for this replica itself. Connections are made on first use, and again
     /// after a failure; `timeout` bounds each call and each connection attempt.
-    /// `token`: the bearer token the servers require, if any.
+    /// `token`: the bearer token the servers require, if any; `tls`: what their
+    /// certificates must chain to, when they serve TLS.
     pub fn new(
         addresses: &[Option<String>],
         timeout: Duration,
         token: Option<&str>,
+        tls: Option<&ClientTls>,
     ) -> Result<Self, Error> {
         let runtime = client_runtime("megastore-replication-client")?;
         let add_token = AddToken::new(token)?;
@@ -47,7 +50,7 @@ impl GrpcTransport {
                 peers.push(None);
                 continue;
             };
-            let channel = lazy_channel(&runtime, address, timeout)?;
+            let channel = lazy_channel(&runtime, address, timeout, tls)?;
             let client = ReplicationClient::with_interceptor(channel, add_token.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -73,33 +76,42 @@ pub(crate) fn client_runtime(name: &str) -> Result<Arc<tokio::runtime::Runtime>,
 }
 
 /// A channel to `address` (`host:port`) that connects on first use, and again after
-/// a failure; `timeout` bounds each call and each connection attempt.
+/// a failure; `timeout` bounds each call and each connection attempt. Over TLS when
+/// `tls` is given.
 pub(crate) fn lazy_channel(
     runtime: &tokio::runtime::Runtime,
     address: &str,
     timeout: Duration,
+    tls: Option<&ClientTls>,
 ) -> Result<Channel, Error> {
-    let endpoint = Endpoint::from_shared(format!("http://{address}"))
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))
         .map_err(|e| Error::Invalid(format!("bad address {address}: {e}")))?
         .connect_timeout(timeout)
         .timeout(timeout)
         .tcp_nodelay(true);
+    let endpoint = match tls {
+        Some(tls) => tls.apply(endpoint)?,
+        None => endpoint,
+    };
     let _inside = runtime.enter();
     Ok(endpoint.connect_lazy())
 }
 
 /// What a `Cluster` (`Cluster::open_wrapped`) needs so that its replicas reach each
-/// other only through their replication servers at `addresses` (one per member).
+/// other only through their replication servers at `addresses` (one per member),
+/// over TLS when `tls` is given.
 pub fn cluster_wrapper(
     addresses: &[String],
     timeout: Duration,
+    tls: Option<&ClientTls>,
 ) -> Result<Arc<crate::cluster::TransportWrapper>, Error> {
     let transports = (0..addresses.len())
         .map(|me| {
             let others: Vec<Option<String>> = (0..addresses.len())
                 .map(|m| (m != me).then(|| addresses[m].clone()))
                 .collect();
-            GrpcTransport::new(&others, timeout, None).map(Arc::new)
+            GrpcTransport::new(&others, timeout, None, tls).map(Arc::new)
         })
         .collect::<Result<Vec<_>, Error>>()?;
     Ok(Arc::new(move |me, in_process| match transports.get(me) {
@@ -147,7 +159,11 @@ impl GrpcPeer {
 /// could not answer (`Unavailable`: the outcome of a write is then unknown).
 pub fn error_of(who: &str, status: &Status) -> Error {
     use tonic::Code;
-    let why = format!("{who}: {}", status.message());
+    // Why a connection failed (refused, closed, TLS) may be only in the causes.
+    let why = format!(
+        "{who}: {}",
+        said_and_causes(status.message(), std::error::Error::source(status))
+    );
     match status.code() {
         Code::InvalidArgument
         | Code::Unauthenticated
@@ -159,6 +175,36 @@ pub fn error_of(who: &str, status: &Status) -> Error {
         Code::Aborted => Error::Conflict(0),
         _ => Error::Unavailable(why),
     }
+}
+
+/// `e` and its causes, one after another.
+pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
+    said_and_causes(&e.to_string(), e.source())
+}
+
+/// `said`, then each cause that it does not say already: tonic's errors often repeat
+/// their causes' words, or say only "transport error".
+fn said_and_causes(said: &str, mut cause: Option<&dyn std::error::Error>) -> String {
+    let mut text = String::new();
+    append_new(&mut text, said);
+    while let Some(c) = cause {
+        append_new(&mut text, &c.to_string());
+        cause = c.source();
+    }
+    if text.is_empty() {
+        text.push_str(said);
+    }
+    text
+}
+
+fn append_new(text: &mut String, part: &str) {
+    if part == "transport error" || text.contains(part) {
+        return;
+    }
+    if !text.is_empty() {
+        text.push_str(": ");
+    }
+    text.push_str(part);
 }
 
 fn group(root: &RootRow) -> Option<Group> {

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod certs;
+
 use std::sync::Arc;
 
 use bigtable::fs::FaultyFs;

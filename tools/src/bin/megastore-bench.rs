@@ -196,7 +196,8 @@ fn over_grpc(
         .map(|l| l.local_addr().map(|a| a.to_string()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
-    let wrap = cluster_wrapper(&addresses, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    let wrap =
+        cluster_wrapper(&addresses, Duration::from_secs(2), None).map_err(|e| e.to_string())?;
     let cluster = open_cluster(root, kinds, propose, with_latency(Some(wrap), cli)?)
         .map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

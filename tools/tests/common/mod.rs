@@ -4,6 +4,10 @@
 
 pub mod processes;
 
+/// Self-signed certificates, made as Megastore's own tests make them.
+#[path = "../../../megastore/tests/common/certs.rs"]
+pub mod certs;
+
 use std::process::Command;
 
 /// Runs `program` with `args`; returns (success, stdout, stderr).

@@ -1,7 +1,8 @@
 //! A cluster of `megastore serve --replica` processes on loopback, with its own etcd as
-//! the lock service, for tests that kill, stop and restart replicas. Every process is
-//! killed when its handle drops.
+//! the lock service, for tests that kill, stop and restart replicas; or one embedded
+//! `megastore serve`. Every process is killed when its handle drops.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -19,7 +20,7 @@ pub fn free_port() -> u16 {
 fn wait_for_line(
     output: impl std::io::Read + Send + 'static,
     what: &str,
-    is_ready: impl Fn(&str) -> bool,
+    mut is_ready: impl FnMut(&str) -> bool,
 ) {
     let mut lines = BufReader::new(output).lines();
     let mut seen = Vec::new();
@@ -33,9 +34,37 @@ fn wait_for_line(
     std::thread::spawn(move || lines.for_each(drop));
 }
 
+/// Starts `megastore serve` with `args` and waits until it says it is ready, showing
+/// `each_line` every line it prints before that.
+fn megastore_serve(args: &[&OsStr], what: &str, mut each_line: impl FnMut(&str)) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_megastore"))
+        .arg("serve")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("megastore serve starts");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    wait_for_line(stdout, what, |line| {
+        each_line(line);
+        line.starts_with("ready")
+    });
+    child
+}
+
+/// A child process, killed when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// An etcd member of its own, on free loopback ports.
 pub struct Etcd {
-    child: Child,
+    _child: Running,
     pub endpoint: String,
 }
 
@@ -72,14 +101,10 @@ impl Etcd {
         wait_for_line(stderr, "etcd", |l| {
             l.contains("serving insecure client requests")
         });
-        Etcd { child, endpoint }
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        Etcd {
+            _child: Running(child),
+            endpoint,
+        }
     }
 }
 
@@ -102,12 +127,24 @@ impl Processes {
     /// Writes a config of `kinds` (replica i in `dir/replica-i`) using `etcd`, with
     /// calls between processes timing out after `timeout_ms`, and starts them all.
     pub fn start(dir: &Path, etcd: &Etcd, kinds: &[&str], lease_ms: u64, timeout_ms: u64) -> Self {
+        Self::start_with(dir, etcd, kinds, lease_ms, timeout_ms, "")
+    }
+
+    /// The same, with `settings` (top-level TOML lines: token, TLS) added to the config.
+    pub fn start_with(
+        dir: &Path,
+        etcd: &Etcd,
+        kinds: &[&str],
+        lease_ms: u64,
+        timeout_ms: u64,
+        settings: &str,
+    ) -> Self {
         let addresses: Vec<String> = kinds
             .iter()
             .map(|_| format!("127.0.0.1:{}", free_port()))
             .collect();
         let mut text = format!(
-            "etcd = \"{}\"\nlease_ms = {lease_ms}\ntimeout_ms = {timeout_ms}\n",
+            "etcd = \"{}\"\nlease_ms = {lease_ms}\ntimeout_ms = {timeout_ms}\n{settings}",
             etcd.endpoint
         );
         for (i, (kind, address)) in kinds.iter().zip(&addresses).enumerate() {
@@ -130,16 +167,10 @@ impl Processes {
 
     /// Starts replica `i`'s process (again) and waits until it serves.
     pub fn restart(&mut self, i: usize) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_megastore"))
-            .args(["serve", "--replica", &i.to_string(), "--config"])
-            .arg(&self.config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("megastore serve starts");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        wait_for_line(stdout, &format!("replica {i}"), |l| l.starts_with("ready"));
-        self.children[i] = Some(child);
+        let id = i.to_string();
+        let args = ["--replica", &id, "--config"].map(OsStr::new);
+        let args = [&args[..], &[self.config.as_os_str()]].concat();
+        self.children[i] = Some(megastore_serve(&args, &format!("replica {i}"), |_| {}));
     }
 
     /// SIGKILL: the process dies without closing anything.
@@ -169,6 +200,33 @@ impl Drop for Processes {
                 let _ = self.signal_quietly(i, "CONT");
             }
             self.kill(i);
+        }
+    }
+}
+
+/// `megastore serve` in its embedded mode: every replica in one process, each on a
+/// free port.
+pub struct Embedded {
+    _child: Running,
+    pub addresses: Vec<String>,
+}
+
+impl Embedded {
+    /// Starts it with data in `dir` and the extra `args`; waits until it serves.
+    pub fn start(dir: &Path, args: &[&str]) -> Embedded {
+        let mut all = ["--port", "0", "--dir"].map(OsStr::new).to_vec();
+        all.push(dir.as_os_str());
+        all.extend(args.iter().map(OsStr::new));
+        // "replica 0 (full) listening on 127.0.0.1:40123, data in ..."
+        let mut addresses = Vec::new();
+        let child = megastore_serve(&all, "megastore serve", |line| {
+            if let Some((_, rest)) = line.split_once(" listening on ") {
+                addresses.extend(rest.split(',').next().map(str::to_string));
+            }
+        });
+        Embedded {
+            _child: Running(child),
+            addresses,
         }
     }
 }

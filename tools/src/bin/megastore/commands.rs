@@ -3,6 +3,7 @@
 
 use megastore::api::client::{Client, ClientOptions};
 use megastore::schema::{parse, IndexScope, Schema};
+use megastore::tls::TlsFiles;
 use megastore::{ReadMode, ValueRange};
 use serde_json::json;
 
@@ -27,9 +28,15 @@ fn schema_of(client: &Client) -> Result<Schema, String> {
     parse(&info.text).map_err(|e| format!("the server's schema does not parse: {e}"))
 }
 
-pub fn run(address: &str, token: Option<String>, command: &Command) -> Result<(), String> {
+pub fn run(
+    address: &str,
+    token: Option<String>,
+    tls: &TlsFiles,
+    command: &Command,
+) -> Result<(), String> {
     let options = ClientOptions {
         token,
+        tls: tls.client().map_err(|e| e.to_string())?,
         ..ClientOptions::default()
     };
     let client = Client::connect(address, &options).map_err(|e| e.to_string())?;

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use megastore::tls::TlsFiles;
 
 #[derive(Parser)]
 #[command(name = "megastore", about = "Serve Megastore, or talk to a served one")]
@@ -20,6 +21,13 @@ struct Cli {
     /// a config file sets its own).
     #[arg(long, global = true)]
     token: Option<String>,
+    /// Connect over TLS, trusting this CA certificate (PEM) to have signed the
+    /// server's. Client commands only.
+    #[arg(long, global = true)]
+    tls_ca: Option<PathBuf>,
+    /// The name the server's certificate must carry (default: --address's host).
+    #[arg(long, global = true)]
+    tls_domain: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -53,6 +61,12 @@ pub struct ServeArgs {
     /// Embedded mode: round trips between regions, `a:b=ms,...`.
     #[arg(long)]
     inject_latency: Option<String>,
+    /// Embedded mode: serve TLS with this certificate chain (PEM; with --tls-key).
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// Embedded mode: the private key (PEM) of --tls-cert.
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -104,9 +118,17 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let client_tls = TlsFiles {
+        ca: cli.tls_ca.clone(),
+        domain: cli.tls_domain.clone(),
+        ..TlsFiles::default()
+    };
     let result = match &cli.command {
+        Command::Serve(_) if client_tls != TlsFiles::default() => Err(
+            "--tls-ca and --tls-domain are for client commands (a config file sets tls_ca)".into(),
+        ),
         Command::Serve(args) => serve::run(args, cli.token.clone()),
-        command => commands::run(&cli.address, cli.token.clone(), command),
+        command => commands::run(&cli.address, cli.token.clone(), &client_tls, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,6 +9,7 @@ use megastore::deployment::{parse_kind, ClusterConfig};
 use megastore::node::{spawn, Services};
 use megastore::remote::latency::{cluster_wrapper, Latencies};
 use megastore::replicas::ReplicaKind;
+use megastore::tls::TlsFiles;
 use wal::fs::RealFs;
 
 use crate::ServeArgs;
@@ -62,6 +63,9 @@ fn run_until_stopped(
 
 pub fn run(args: &ServeArgs, token: Option<String>) -> Result<(), String> {
     match (&args.replica, &args.config) {
+        (Some(_), Some(_)) if args.tls_cert.is_some() || args.tls_key.is_some() => {
+            Err("with --config, the config file sets tls_cert and tls_key".into())
+        }
         (Some(id), Some(config)) => one_replica(*id, config),
         (None, None) => embedded(args, token),
         _ => Err("--replica and --config go together".into()),
@@ -69,6 +73,13 @@ pub fn run(args: &ServeArgs, token: Option<String>) -> Result<(), String> {
 }
 
 fn embedded(args: &ServeArgs, token: Option<String>) -> Result<(), String> {
+    let tls = TlsFiles {
+        cert: args.tls_cert.clone(),
+        key: args.tls_key.clone(),
+        ..TlsFiles::default()
+    }
+    .server()
+    .map_err(|e| e.to_string())?;
     let kinds = args
         .replicas
         .split(',')
@@ -117,7 +128,7 @@ fn embedded(args: &ServeArgs, token: Option<String>) -> Result<(), String> {
     for (i, listener) in listeners.into_iter().enumerate() {
         let address = listener.local_addr().map_err(|e| e.to_string())?;
         let db = cluster.handle(i).map_err(|e| e.to_string())?;
-        let services = Services::replica(db, token.clone());
+        let services = Services::replica(db, token.clone()).with_tls(tls.clone());
         spawn(runtime.handle(), services, listener, stop_signal()).map_err(|e| e.to_string())?;
         println!(
             "replica {i} ({}) listening on {address}, data in {}",
@@ -141,10 +152,11 @@ fn one_replica(id: u32, config: &std::path::Path) -> Result<(), String> {
         .get(id as usize)
         .ok_or_else(|| format!("the config has no replica {id}"))?
         .clone();
+    let tls = replica.tls.server().map_err(|e| e.to_string())?;
     let listener = bind(&replica.address)?;
     let db = Arc::new(config.open_replica(id).map_err(|e| e.to_string())?);
     let runtime = runtime()?;
-    let services = Services::replica(db.clone(), config.token.clone());
+    let services = Services::replica(db.clone(), config.token.clone()).with_tls(tls);
     spawn(runtime.handle(), services, listener, stop_signal()).map_err(|e| e.to_string())?;
     println!(
         "replica {id} ({}) listening on {}, data in {}",
