@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use megastore::replicas::{LocalTransport, Peer, ReplicaKind, Transport, Waiter};
 use megastore::replication::Acceptor;
 use megastore::sim::network::Network;
 use megastore::{Database, DatabaseOptions, Entity, Error, GroupKey, ReadMode, Value};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 const SCHEMA: &str = "
 CREATE SCHEMA Bank;
@@ -333,6 +334,130 @@ fn an_unreachable_coordinator_is_waited_out_never_read_stale() {
     assert_eq!(
         balance(c.replica(2).unwrap(), 1, ReadMode::Current),
         Some(2)
+    );
+}
+
+/// A peer that fails its first call to `prepare` or `accept` (as a call that timed
+/// out), then holds every later one until released (up to a bound, counted in
+/// `timed_out`) and fails it too; `invalidate` fails at once (it cannot be reached).
+struct Hung {
+    peer: Arc<dyn Peer>,
+    failed_once: Arc<AtomicBool>,
+    released: Arc<(Mutex<bool>, Condvar)>,
+    timed_out: Arc<AtomicUsize>,
+}
+
+impl Hung {
+    fn hang(&self) -> Error {
+        if !self.failed_once.swap(true, Ordering::SeqCst) {
+            return Error::Unavailable("timed out".into());
+        }
+        let (released, changed) = &*self.released;
+        let mut released = released.lock();
+        // Bounded, so that a writer waiting for this answer fails the test instead
+        // of hanging it.
+        let wait = changed.wait_while_for(&mut released, |r| !*r, Duration::from_secs(10));
+        if wait.timed_out() {
+            self.timed_out.fetch_add(1, Ordering::SeqCst);
+        }
+        Error::Unavailable("timed out".into())
+    }
+}
+
+impl Acceptor for Hung {
+    fn prepare(&self, _: &RootRow, _: u64, _: u64) -> Result<Reply, Error> {
+        Err(self.hang())
+    }
+    fn accept(&self, _: &RootRow, _: u64, _: u64, _: &[u8]) -> Result<Reply, Error> {
+        Err(self.hang())
+    }
+    fn highest_position(&self, root: &RootRow) -> Result<u64, Error> {
+        self.peer.highest_position(root)
+    }
+    fn chosen_value(&self, root: &RootRow, position: u64) -> Result<Option<Vec<u8>>, Error> {
+        self.peer.chosen_value(root, position)
+    }
+}
+
+impl Peer for Hung {
+    fn apply(&self, _: &RootRow, _: u64, _: &[u8]) -> Result<(), Error> {
+        Err(Error::Unavailable("unreachable".into()))
+    }
+    fn invalidate(&self, _: &RootRow, _: u64) -> Result<(), Error> {
+        Err(Error::Unavailable("unreachable".into()))
+    }
+    fn durable_applied(&self, root: &RootRow) -> Result<u64, Error> {
+        self.peer.durable_applied(root)
+    }
+}
+
+/// Calls to replica 2 go through a `Hung` sharing these.
+struct HungToTwo {
+    inner: Arc<LocalTransport>,
+    failed_once: Arc<AtomicBool>,
+    released: Arc<(Mutex<bool>, Condvar)>,
+    timed_out: Arc<AtomicUsize>,
+}
+
+impl Transport for HungToTwo {
+    fn peer(&self, member: usize) -> Result<Arc<dyn Peer>, Error> {
+        let peer = self.inner.peer(member)?;
+        if member != 2 {
+            return Ok(peer);
+        }
+        Ok(Arc::new(Hung {
+            peer,
+            failed_once: self.failed_once.clone(),
+            released: self.released.clone(),
+            timed_out: self.timed_out.clone(),
+        }))
+    }
+}
+
+#[test]
+fn a_replica_that_timed_out_is_not_waited_for_again_and_is_never_read_stale() {
+    let failed_once = Arc::new(AtomicBool::new(false));
+    let released = Arc::new((Mutex::new(false), Condvar::new()));
+    let timed_out = Arc::new(AtomicUsize::new(0));
+    let (f, r, t) = (failed_once.clone(), released.clone(), timed_out.clone());
+    let wrap: Arc<TransportWrapper> = Arc::new(move |me, inner| {
+        if me != 0 {
+            return inner as Arc<dyn Transport>;
+        }
+        Arc::new(HungToTwo {
+            inner,
+            failed_once: f.clone(),
+            released: r.clone(),
+            timed_out: t.clone(),
+        }) as Arc<dyn Transport>
+    });
+    let mut options = options(&[FULL, FULL, FULL]);
+    options.propose.parallel = true;
+    let c = Cluster::open_wrapped(
+        file_systems(3).iter().map(FaultyFs::shared).collect(),
+        (0..3).map(|i| PathBuf::from(format!("/r{i}"))).collect(),
+        SCHEMA,
+        options,
+        Some(wrap),
+    )
+    .unwrap();
+    // The first write finds replica 2 failing (a timeout): it revokes 2's lease.
+    deposit(c.replica(0).unwrap(), 1, 1).unwrap();
+    // The next ones send 2 their accepts but do not wait for the answers.
+    deposit(c.replica(0).unwrap(), 1, 1).unwrap();
+    deposit(c.replica(0).unwrap(), 1, 1).unwrap();
+    // Had a write waited for a held call, that call would have timed out first.
+    let waited_out = timed_out.load(Ordering::SeqCst);
+    {
+        let (released, changed) = &*released;
+        *released.lock() = true;
+        changed.notify_all();
+    }
+    assert_eq!(waited_out, 0, "a write waited for the hung replica");
+    // Replica 2 missed every write; its reads are never stale.
+    assert_eq!(
+        balance(c.replica(2).unwrap(), 1, ReadMode::Current),
+        Some(3)
     );
 }
 

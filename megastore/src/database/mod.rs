@@ -41,6 +41,7 @@ mod group;
 mod indexing;
 mod replicated;
 mod schema_versions;
+mod suspects;
 
 #[derive(Clone)]
 pub struct DatabaseOptions {
@@ -151,6 +152,8 @@ pub(crate) struct Core {
     proposers: AtomicU32,
     rng: Mutex<Rng>,
     commit_queues: CommitQueues,
+    /// Peers that recently failed to answer (not waited for by writers).
+    suspects: suspects::Suspects,
 }
 
 pub struct Database {
@@ -225,6 +228,7 @@ impl Database {
             proposers: AtomicU32::new(0),
             rng: Mutex::new(Rng::new(seed)),
             commit_queues: CommitQueues::default(),
+            suspects: suspects::Suspects::default(),
         });
         core.find_unindexed_groups()?;
         let worker = core.clone();

@@ -96,15 +96,18 @@ impl<'a> Peers<'a> {
     }
 
     /// The voters, in voter order, and the member index of each. A write waits for the
-    /// full ones (each must accept or be invalidated), not for witnesses.
+    /// full ones (each must accept or be invalidated), except suspects (whose leases
+    /// it revokes instead), and not for witnesses.
     fn voters<'s>(&'s self, core: &'s Core) -> (Vec<Voter<'s>>, Vec<usize>) {
         let members = self.config.voters();
+        let now = core.now();
         let views = members
             .iter()
             .map(|&m| match &self.remote[m] {
                 Some(peer) => Voter::Away {
                     acceptor: peer.clone(),
-                    awaited: self.config.members[m].kind == ReplicaKind::Full,
+                    awaited: self.config.members[m].kind == ReplicaKind::Full
+                        && !core.suspects.is_suspect(m, now),
                 },
                 None => Voter::Here(core),
             })
@@ -364,6 +367,9 @@ impl Core {
         let (outcome, accepted) =
             propose_at(&voters, root, position, value, leader, options, &mut rng)?;
         let accepted: BTreeSet<usize> = accepted.iter().map(|&v| members[v]).collect();
+        for &m in &accepted {
+            self.suspects.clear(m);
+        }
         self.invalidate_others(peers, root, position, &accepted);
         Ok(outcome)
     }
@@ -424,8 +430,9 @@ impl Core {
     }
 
     /// Invalidates, at `position`, the coordinator of every full replica outside
-    /// `accepted`. One that cannot be reached has its lease revoked, and this waits
-    /// until that lease has ended (its coordinator has then stopped serving).
+    /// `accepted`. One that cannot be reached (or is suspect: recently could not be)
+    /// has its lease revoked, and this waits until that lease has ended (its
+    /// coordinator has then stopped serving).
     fn invalidate_others(
         &self,
         peers: &Peers<'_>,
@@ -440,6 +447,9 @@ impl Core {
             }
             let done = match &peers.remote[m] {
                 None => self.invalidate(root, position),
+                Some(_) if self.suspects.is_suspect(m, self.now()) => {
+                    Err(Error::Unavailable("suspect".into()))
+                }
                 Some(peer) => peer.invalidate(root, position),
             };
             if let Err(e) = done {
@@ -447,6 +457,7 @@ impl Core {
                     "replica {} not invalidated ({e}): waiting out its lease",
                     member.id
                 );
+                self.suspects.suspect(m, self.now());
                 if let Some(until) = config.locks.revoke(member.id) {
                     config
                         .waiter
