@@ -165,7 +165,7 @@ impl Megastore for ApiService {
             let token = match r.transaction {
                 Some(t) => t.into(),
                 // It read nothing, so it cannot conflict: it commits as of now.
-                None if blind => db.begin(&group)?,
+                None if blind => db.begin_blind(&group)?,
                 None => {
                     return Err(Error::Invalid(
                         "a commit that read names its transaction (Begin)".into(),

@@ -47,9 +47,25 @@ impl Database {
     /// Begins a detached transaction on `group`: applies everything committed (as a
     /// current read does) and returns where it reads.
     pub fn begin(&self, group: &GroupKey) -> Result<ReadToken, Error> {
+        self.begin_with(group, true)
+    }
+
+    /// Begins a transaction that will read nothing (a blind write): at the position
+    /// this replica last applied, without making the group current first, since
+    /// nothing is read (and committing rolls the group forward anyway). Making it
+    /// current would run Paxos for positions whose writes are still in flight here.
+    pub fn begin_blind(&self, group: &GroupKey) -> Result<ReadToken, Error> {
+        self.begin_with(group, false)
+    }
+
+    fn begin_with(&self, group: &GroupKey, current: bool) -> Result<ReadToken, Error> {
         let root = self.core.root_row(group)?;
         self.core.serves_reads()?;
-        let state = self.core.make_current(&root)?;
+        let state = if current {
+            self.core.make_current(&root)?
+        } else {
+            self.core.replica.group_state(&root)?
+        };
         let (schema_version, _) = self.core.schema_for(state.meta.schema_version)?;
         Ok(ReadToken {
             position: state.meta.applied,

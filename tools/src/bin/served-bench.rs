@@ -1,8 +1,8 @@
 //! `served-bench`: write latency and throughput of a served cluster, driven over the
 //! network the way its users drive it: Megastore through its client API (each write
-//! a blind write of one `User` entity of PhotoApp, the schema `megastore serve` starts
-//! with), etcd through its v3 KV `Put`. Both get the same load from the same client
-//! threads, so the two compare like for like.
+//! a blind write of one `Photo` entity of PhotoApp, the schema `megastore serve` starts
+//! with, its URL the value), etcd through its v3 KV `Put`. Both get the same load from
+//! the same client threads, so the two compare like for like.
 //!
 //! ```text
 //! served-bench --system megastore --endpoints 127.0.0.1:7401 --clients 1 --ops 5000
@@ -10,7 +10,9 @@
 //!     --clients 64 --groups 64 --ops 20000
 //! ```
 //!
-//! Client `c` writes group (etcd: key) `c % groups` through endpoint `c % endpoints`.
+//! Client `c` writes its own entity (photo `c` of user `c % groups`; etcd: the key
+//! `served-bench/<c % groups>/<c>`) through endpoint `c % endpoints`. So clients of
+//! one group write different entities of it, which may share log entries.
 //! Prints progress every second on standard error, then one result line.
 
 use std::process::ExitCode;
@@ -90,11 +92,13 @@ fn group(g: u64) -> GroupKey {
 
 impl Writer for MegastoreWriter {
     fn write(&self, client: u64, g: u64, value: &str) -> Result<(), String> {
-        let user = Entity::new("User")
+        let photo = Entity::new("Photo")
             .set("user_id", Value::Int64(g as i64))
-            .set("name", Value::String(value.to_string()));
+            .set("photo_id", Value::Int32(client as i32))
+            .set("time", Value::Int64(0))
+            .set("full_url", Value::String(value.to_string()));
         let at = &self.clients[client as usize % self.clients.len()];
-        at.write(&group(g), &[user])
+        at.write(&group(g), &[photo])
             .map(drop)
             .map_err(|e| format!("write at {}: {e}", at.address()))
     }
@@ -131,7 +135,7 @@ impl Writer for EtcdWriter {
     fn write(&self, client: u64, g: u64, value: &str) -> Result<(), String> {
         let mut kv = self.clients[client as usize % self.clients.len()].clone();
         let put = PutRequest {
-            key: format!("served-bench/{g}").into_bytes(),
+            key: format!("served-bench/{g}/{client}").into_bytes(),
             value: value.as_bytes().to_vec(),
             lease: 0,
         };
@@ -228,8 +232,7 @@ fn drive(
     Ok((wall, latencies))
 }
 
-/// The latencies, sorted, of current reads of group 0's root entity at the first
-/// endpoint.
+/// The latencies, sorted, of current reads of client 0's photo at the first endpoint.
 fn current_reads(cli: &Cli) -> Result<Vec<Duration>, String> {
     let writer = MegastoreWriter::connect(cli)?;
     let client = &writer.clients[0];
@@ -237,7 +240,12 @@ fn current_reads(cli: &Cli) -> Result<Vec<Duration>, String> {
     for _ in 0..cli.reads {
         let began = Instant::now();
         client
-            .get(&group(0), "User", &[Value::Int64(0)], ReadMode::Current)
+            .get(
+                &group(0),
+                "Photo",
+                &[Value::Int64(0), Value::Int32(0)],
+                ReadMode::Current,
+            )
             .map_err(|e| format!("current read: {e}"))?;
         latencies.push(began.elapsed());
     }
