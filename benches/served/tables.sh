@@ -5,9 +5,10 @@
 #   benches/served/tables.sh table2     # Megastore with injected wide-area latency
 #
 # Table 1: each system runs as 3 processes on loopback with fsync on, driven by the
-# same tool (served-bench) with 100-byte values: 1 client; 64 clients over 64 groups
-# (etcd: keys); 64 clients on one group. Megastore's one-group case writes through one
-# replica (writers of one group at several replicas would duel for each log position).
+# same tool (served-bench) with 100-byte values, each client writing its own entity
+# (etcd: its own key): 1 client; 64 clients over 64 groups; 64 clients in one group.
+# Megastore's one-group case writes through one replica (writers of one group at
+# several replicas would take turns for each log position).
 # Megastore's coordinator leases live in a separate one-member etcd.
 #
 # Table 2: replicas in regions a, b, c with round trips a:b=20, a:c=40, b:c=80 ms
@@ -139,7 +140,7 @@ table1)
     echo "== etcd $("$etcd" --version | head -1 | awk '{print $3}'), 3 members"
     echo "1 client:"; run_bench --system etcd --endpoints "$e" --ops "$ops1"
     echo "64 clients over 64 keys:"; run_bench --system etcd --endpoints "$e" --clients 64 --groups 64 --ops "$ops64"
-    echo "64 clients on one key:"; run_bench --system etcd --endpoints "$e" --clients 64 --groups 1 --ops "$ops64"
+    echo "64 clients on one group's keys:"; run_bench --system etcd --endpoints "$e" --clients 64 --groups 1 --ops "$ops64"
     echo "servers' peak RSS: $(peak_rss "$work/etcd.pids")"
     ;;
 table2)

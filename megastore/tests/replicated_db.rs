@@ -140,6 +140,57 @@ fn concurrent_writers_at_different_replicas_lose_no_update() {
     eprintln!("{conflicts} conflicts");
 }
 
+/// Decrements its counter when dropped.
+struct CountDown<'a>(&'a AtomicUsize);
+
+impl Drop for CountDown<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn current_reads_during_writes_at_one_replica_see_a_growing_balance_and_block_nothing() {
+    let mut options = options(&[FULL, FULL, FULL]);
+    options.propose.parallel = true;
+    let c = Arc::new(open(&file_systems(3), options));
+    const WRITERS: i64 = 3;
+    const EACH: i64 = 20;
+    let writing = AtomicUsize::new(WRITERS as usize);
+    std::thread::scope(|s| {
+        for _ in 0..WRITERS {
+            let (c, writing) = (c.clone(), &writing);
+            s.spawn(move || {
+                // Counted down even if a deposit fails, so that the readers stop.
+                let _done = CountDown(writing);
+                for _ in 0..EACH {
+                    deposit(c.replica(0).unwrap(), 3, 1).unwrap();
+                }
+            });
+        }
+        for _ in 0..3 {
+            let (c, writing) = (c.clone(), &writing);
+            s.spawn(move || {
+                // Reads racing the writers at the same replica (each may find a
+                // position accepted here and not yet chosen).
+                let mut last = 0;
+                while writing.load(Ordering::SeqCst) > 0 {
+                    let seen = balance(c.replica(0).unwrap(), 3, ReadMode::Current).unwrap_or(0);
+                    assert!(
+                        seen >= last,
+                        "a current read went back from {last} to {seen}"
+                    );
+                    last = seen;
+                }
+            });
+        }
+    });
+    assert_eq!(
+        balance(c.replica(0).unwrap(), 3, ReadMode::Current),
+        Some(WRITERS * EACH)
+    );
+}
+
 #[test]
 fn a_replica_down_stops_no_write_and_catches_up_when_back() {
     let fs = file_systems(3);

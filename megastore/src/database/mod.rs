@@ -39,6 +39,7 @@ mod commit;
 pub mod detached;
 mod group;
 mod indexing;
+mod proposing;
 mod replicated;
 mod schema_versions;
 mod suspects;
@@ -154,6 +155,8 @@ pub(crate) struct Core {
     commit_queues: CommitQueues,
     /// Peers that recently failed to answer (not waited for by writers).
     suspects: suspects::Suspects,
+    /// Positions this replica's writers are proposing (current reads wait for them).
+    proposing: proposing::Proposing,
 }
 
 pub struct Database {
@@ -229,6 +232,7 @@ impl Database {
             rng: Mutex::new(Rng::new(seed)),
             commit_queues: CommitQueues::default(),
             suspects: suspects::Suspects::default(),
+            proposing: proposing::Proposing::default(),
         });
         core.find_unindexed_groups()?;
         let worker = core.clone();

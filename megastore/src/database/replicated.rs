@@ -213,8 +213,17 @@ impl Core {
         if target > state.meta.applied {
             let peers = Peers::new(config);
             for position in state.meta.applied + 1..=target {
-                if state.chosen_at(position, false).is_some() {
+                let known = |s: &GroupState| {
+                    s.meta.applied >= position || s.chosen_at(position, false).is_some()
+                };
+                if known(&state) {
                     continue;
+                }
+                if self.proposing.wait_for(root, position) {
+                    state = self.replica.group_state(root)?;
+                    if known(&state) {
+                        continue;
+                    }
                 }
                 let value = self.find_chosen(&peers, root, position)?;
                 self.replica.mark_chosen(root, position, &value)?;
@@ -420,8 +429,10 @@ impl Core {
         } else {
             None
         };
+        let proposing = self.proposing.mark(root, position);
         let Outcome::Chosen { value, ours } = self.choose(&peers, root, position, value, leader)?;
         self.apply_everywhere(&peers, root, position, &value)?;
+        drop(proposing);
         Ok(if ours {
             Proposal::Committed
         } else {
