@@ -154,7 +154,7 @@ pub(crate) struct Core {
     rng: Mutex<Rng>,
     commit_queues: CommitQueues,
     /// Peers that recently failed to answer (not waited for by writers).
-    suspects: suspects::Suspects,
+    suspects: Arc<suspects::Suspects>,
     /// Positions this replica's writers are proposing (current reads wait for them).
     proposing: proposing::Proposing,
 }
@@ -231,7 +231,7 @@ impl Database {
             proposers: AtomicU32::new(0),
             rng: Mutex::new(Rng::new(seed)),
             commit_queues: CommitQueues::default(),
-            suspects: suspects::Suspects::default(),
+            suspects: Arc::default(),
             proposing: proposing::Proposing::default(),
         });
         core.find_unindexed_groups()?;

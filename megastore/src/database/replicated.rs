@@ -97,17 +97,24 @@ impl<'a> Peers<'a> {
 
     /// The voters, in voter order, and the member index of each. A write waits for the
     /// full ones (each must accept or be invalidated), except suspects (whose leases
-    /// it revokes instead), and not for witnesses.
+    /// it revokes instead: they get a probe, or nothing while one is out), and not for
+    /// witnesses.
     fn voters<'s>(&'s self, core: &'s Core) -> (Vec<Voter<'s>>, Vec<usize>) {
         let members = self.config.voters();
         let now = core.now();
         let views = members
             .iter()
             .map(|&m| match &self.remote[m] {
+                Some(peer) if core.suspects.is_suspect(m, now) => Voter::Away {
+                    acceptor: match core.suspects.probe(m, peer.clone()) {
+                        Some(probe) => Arc::new(probe),
+                        None => Arc::new(Unreachable(Error::Unavailable("suspect".into()))),
+                    },
+                    awaited: false,
+                },
                 Some(peer) => Voter::Away {
                     acceptor: peer.clone(),
-                    awaited: self.config.members[m].kind == ReplicaKind::Full
-                        && !core.suspects.is_suspect(m, now),
+                    awaited: self.config.members[m].kind == ReplicaKind::Full,
                 },
                 None => Voter::Here(core),
             })
@@ -468,12 +475,14 @@ impl Core {
                     "replica {} not invalidated ({e}): waiting out its lease",
                     member.id
                 );
-                self.suspects.suspect(m, self.now());
                 if let Some(until) = config.locks.revoke(member.id) {
                     config
                         .waiter
                         .wait_until(config.lease_clock.as_ref(), until.saturating_add(1));
                 }
+                // From now: suspicion that began before waiting out a lease as long as
+                // its lapse would be over before the next write.
+                self.suspects.suspect(m, self.now());
             }
         }
     }

@@ -1,14 +1,22 @@
-//! Replicas that recently failed to answer this one. A writer still sends a suspect
-//! its accept requests but does not wait for the answer; instead it revokes the
-//! suspect's coordinator lease through the lock service (which is what keeps reads
-//! correct when a full replica misses a write). So a replica that hangs costs each
-//! write one lock-service call rather than two call timeouts. Suspicion lapses after
-//! a while, and whenever the replica is heard accepting, so a replica that recovered
+//! Replicas that recently failed to answer this one. A writer does not wait for a
+//! suspect's answer; instead it revokes the suspect's coordinator lease through the
+//! lock service (which is what keeps reads correct when a full replica misses a
+//! write). So a replica that hangs costs each write one lock-service call rather than
+//! two call timeouts. A write still sends a suspect its accept requests as a *probe*
+//! when no earlier probe is out (so a hung replica holds at most one caller's thread);
+//! an answer clears the suspicion, and so does its lapse, so a replica that recovered
 //! is waited for again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
+
+use crate::paxos::proposer::Reply;
+use crate::replica::RootRow;
+use crate::replicas::Peer;
+use crate::replication::Acceptor;
+use crate::Error;
 
 /// How long a failure keeps a replica suspect, in microseconds of the lease clock.
 const LAPSE_MICROS: i64 = 2_000_000;
@@ -17,9 +25,23 @@ const LAPSE_MICROS: i64 = 2_000_000;
 pub(super) struct Suspects {
     /// Member index → until when (lease clock, µs) it is suspect.
     until: Mutex<HashMap<usize, i64>>,
+    /// Suspects with a probe out.
+    probing: Mutex<HashSet<usize>>,
 }
 
 impl Suspects {
+    /// `peer` (member `member`, a suspect) as a probe, unless one is out already.
+    pub(super) fn probe(self: &Arc<Self>, member: usize, peer: Arc<dyn Peer>) -> Option<Probe> {
+        if !self.probing.lock().insert(member) {
+            return None;
+        }
+        Some(Probe {
+            peer,
+            member,
+            suspects: self.clone(),
+        })
+    }
+
     /// `member` failed to answer at `now`.
     pub(super) fn suspect(&self, member: usize, now: i64) {
         self.until
@@ -37,6 +59,44 @@ impl Suspects {
             .lock()
             .get(&member)
             .is_some_and(|&until| now < until)
+    }
+}
+
+/// A suspect's acceptor for one proposal: any answer clears the suspicion; dropped
+/// (every call made with it over), the probe is no longer out.
+pub(super) struct Probe {
+    peer: Arc<dyn Peer>,
+    member: usize,
+    suspects: Arc<Suspects>,
+}
+
+impl Probe {
+    fn heard<T>(&self, answer: Result<T, Error>) -> Result<T, Error> {
+        if answer.is_ok() {
+            self.suspects.clear(self.member);
+        }
+        answer
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        self.suspects.probing.lock().remove(&self.member);
+    }
+}
+
+impl Acceptor for Probe {
+    fn prepare(&self, root: &RootRow, position: u64, ballot: u64) -> Result<Reply, Error> {
+        self.heard(self.peer.prepare(root, position, ballot))
+    }
+    fn accept(&self, root: &RootRow, p: u64, b: u64, value: &[u8]) -> Result<Reply, Error> {
+        self.heard(self.peer.accept(root, p, b, value))
+    }
+    fn highest_position(&self, root: &RootRow) -> Result<u64, Error> {
+        self.heard(self.peer.highest_position(root))
+    }
+    fn chosen_value(&self, root: &RootRow, position: u64) -> Result<Option<Vec<u8>>, Error> {
+        self.heard(self.peer.chosen_value(root, position))
     }
 }
 
