@@ -390,7 +390,7 @@ fn an_unreachable_coordinator_is_waited_out_never_read_stale() {
 
 /// A peer that fails its first call to `prepare` or `accept` (as a call that timed
 /// out), then holds every later one until released (up to a bound, counted in
-/// `timed_out`) and fails it too; `invalidate` fails at once (it cannot be reached).
+/// `timed_out`) and fails it too; its other calls fail at once (it cannot be reached).
 struct Hung {
     peer: Arc<dyn Peer>,
     failed_once: Arc<AtomicBool>,
@@ -422,11 +422,11 @@ impl Acceptor for Hung {
     fn accept(&self, _: &RootRow, _: u64, _: u64, _: &[u8]) -> Result<Reply, Error> {
         Err(self.hang())
     }
-    fn highest_position(&self, root: &RootRow) -> Result<u64, Error> {
-        self.peer.highest_position(root)
+    fn highest_position(&self, _: &RootRow) -> Result<u64, Error> {
+        Err(Error::Unavailable("unreachable".into()))
     }
-    fn chosen_value(&self, root: &RootRow, position: u64) -> Result<Option<Vec<u8>>, Error> {
-        self.peer.chosen_value(root, position)
+    fn chosen_value(&self, _: &RootRow, _: u64) -> Result<Option<Vec<u8>>, Error> {
+        Err(Error::Unavailable("unreachable".into()))
     }
 }
 
@@ -484,6 +484,8 @@ fn a_replica_that_timed_out_is_not_waited_for_again_and_is_never_read_stale() {
     });
     let mut options = options(&[FULL, FULL, FULL]);
     options.propose.parallel = true;
+    // Longer than suspicion lasts (2 s): it must count from the end of the wait.
+    options.lease = Duration::from_millis(2500);
     let c = Cluster::open_wrapped(
         file_systems(3).iter().map(FaultyFs::shared).collect(),
         (0..3).map(|i| PathBuf::from(format!("/r{i}"))).collect(),
@@ -492,7 +494,10 @@ fn a_replica_that_timed_out_is_not_waited_for_again_and_is_never_read_stale() {
         Some(wrap),
     )
     .unwrap();
-    // The first write finds replica 2 failing (a timeout): it revokes 2's lease.
+    // Replica 2's coordinator takes a lease (on its first current read).
+    assert_eq!(balance(c.replica(2).unwrap(), 1, ReadMode::Current), None);
+    // The first write finds replica 2 failing (a timeout): it revokes 2's lease and
+    // waits it out.
     deposit(c.replica(0).unwrap(), 1, 1).unwrap();
     // The next ones send 2 their accepts but do not wait for the answers.
     deposit(c.replica(0).unwrap(), 1, 1).unwrap();
