@@ -146,8 +146,10 @@ table1)
 table2)
     latency="a:b=20,a:c=40,b:c=80"
     ops=${OPS_WAN:-200}
+    n=0
     for kinds in "full:a full:b full:c" "full:a full:b witness:c"; do
-        name=wan$((${#pids[@]}))
+        n=$((n + 1))
+        name=wan$n
         megastore_config "$name" "$latency" $kinds
         start_megastore "$name"
         echo "== Megastore, replicas ${kinds// /, }; round trips $latency ms; client at a"

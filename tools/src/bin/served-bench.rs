@@ -65,6 +65,10 @@ struct Cli {
 /// One write by client `client` to group `group`.
 trait Writer: Sync {
     fn write(&self, client: u64, group: u64, value: &str) -> Result<(), String>;
+    /// The client of the first endpoint, where current reads are timed (Megastore).
+    fn reader(&self) -> Option<&Client> {
+        None
+    }
 }
 
 struct MegastoreWriter {
@@ -101,6 +105,10 @@ impl Writer for MegastoreWriter {
         at.write(&group(g), &[photo])
             .map(drop)
             .map_err(|e| format!("write at {}: {e}", at.address()))
+    }
+
+    fn reader(&self) -> Option<&Client> {
+        self.clients.first()
     }
 }
 
@@ -182,8 +190,8 @@ fn run(cli: &Cli) -> Result<String, String> {
         micros(percentile(&latencies, 0.99)),
         micros(percentile(&latencies, 1.0)),
     );
-    if cli.reads > 0 && cli.system == System::Megastore {
-        let reads = current_reads(cli)?;
+    if let Some(client) = writer.reader().filter(|_| cli.reads > 0) {
+        let reads = current_reads(cli, client)?;
         line += &format!(
             "; current read p50 {} p99 {}",
             micros(percentile(&reads, 0.5)),
@@ -233,9 +241,7 @@ fn drive(
 }
 
 /// The latencies, sorted, of current reads of client 0's photo at the first endpoint.
-fn current_reads(cli: &Cli) -> Result<Vec<Duration>, String> {
-    let writer = MegastoreWriter::connect(cli)?;
-    let client = &writer.clients[0];
+fn current_reads(cli: &Cli, client: &Client) -> Result<Vec<Duration>, String> {
     let mut latencies = Vec::with_capacity(cli.reads as usize);
     for _ in 0..cli.reads {
         let began = Instant::now();
