@@ -54,6 +54,7 @@ fn main() {
                 "ValueReply",
             ),
             ("apply", "Apply", "ApplyRequest", "Empty"),
+            ("apply_batch", "ApplyBatch", "ApplyBatch", "Empty"),
             ("invalidate", "Invalidate", "PositionRequest", "Empty"),
             (
                 "durable_applied",

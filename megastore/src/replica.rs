@@ -78,10 +78,10 @@ impl Replica {
         &self.engine
     }
 
-    /// Reads the group's state, and the log positions from the applied (or, if lower,
-    /// the globally indexed) one on, from its root row. Two reads of one snapshot, each
-    /// seeking straight to its columns: the retained and deleted older positions are
-    /// never walked.
+    /// Reads the group's state, and the log positions from the applied one on, from its
+    /// root row. Two reads of one snapshot, each seeking straight to its columns: the
+    /// retained older positions (kept for catch-up and the global indexes, which read
+    /// them with [`Replica::log_range`]) are never walked.
     pub fn group_state(&self, root: &RootRow) -> Result<GroupState, Error> {
         let snapshot = self.engine.snapshot(&root.table)?;
         let newest = |filter| -> Result<Option<bigtable::Row>, Error> {
@@ -97,8 +97,7 @@ impl Replica {
             state.meta = GroupMeta::decode(&cell.value)?;
             state.meta_cell = Some(cell.value);
         }
-        let from = state.meta.applied.min(state.meta.indexed);
-        let log = newest(log_range_filter(from, None))?;
+        let log = newest(log_range_filter(state.meta.applied, None))?;
         state.log = decode_log(log)?;
         Ok(state)
     }

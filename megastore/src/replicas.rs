@@ -49,6 +49,15 @@ pub trait Peer: Acceptor {
     /// `value` is chosen at `position`: remember it, and apply it (with every earlier
     /// position this replica knows the value of).
     fn apply(&self, root: &RootRow, position: u64, value: &[u8]) -> Result<(), Error>;
+    /// [`Peer::apply`] for several chosen values (of any groups), in order. Best
+    /// effort: one that cannot be applied is left for catch-up, and the rest still are.
+    fn apply_batch(&self, applies: &[(RootRow, u64, Vec<u8>)]) {
+        for (root, position, value) in applies {
+            if let Err(e) = self.apply(root, *position, value) {
+                tracing::debug!("apply of position {position} deferred: {e}");
+            }
+        }
+    }
     /// A write chose `position` without this replica: its coordinator must no longer
     /// call the group up to date.
     fn invalidate(&self, root: &RootRow, position: u64) -> Result<(), Error>;

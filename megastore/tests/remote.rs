@@ -163,7 +163,9 @@ fn replicas_replicate_to_each_other_over_tls() {
 #[test]
 fn a_malformed_request_gets_a_clear_error_and_the_server_keeps_serving() {
     use megastore::remote::generated::replication_client::ReplicationClient;
-    use megastore::remote::messages::{Group, GroupRequest, PositionRequest};
+    use megastore::remote::messages::{
+        ApplyBatch, ApplyRequest, Group, GroupRequest, PositionRequest,
+    };
 
     let engine = Arc::new(
         bigtable::Engine::open(Arc::new(FaultyFs::new()), "/db", EngineOptions::tiny()).unwrap(),
@@ -193,6 +195,15 @@ fn a_malformed_request_gets_a_clear_error_and_the_server_keeps_serving() {
         };
         let status = client.highest_position(unknown_table).await.unwrap_err();
         assert_ne!(status.code(), tonic::Code::Ok);
+        let batch_missing_a_group = ApplyBatch {
+            applies: vec![ApplyRequest {
+                group: None,
+                position: 2,
+                value: Vec::new(),
+            }],
+        };
+        let status = client.apply_batch(batch_missing_a_group).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
         // Still serving: the group's log end is the one committed entry.
         let good = GroupRequest {
             group: Some(Group::from(&root)),

@@ -15,6 +15,7 @@ use bigtable::clock::{Clock, ManualClock};
 use bigtable::fs::{CrashMode, FaultyFs};
 use bigtable::EngineOptions;
 use megastore::cluster::{Cluster, ClusterOptions, TransportWrapper};
+use megastore::log::LogEntry;
 use megastore::paxos::proposer::Reply;
 use megastore::replica::RootRow;
 use megastore::replicas::{LocalTransport, Peer, ReplicaKind, Transport, Waiter};
@@ -689,4 +690,48 @@ fn logs_are_cleaned_only_below_what_every_replica_applied() {
             Some(11)
         );
     }
+}
+
+/// A replica told that a value is chosen answers that value for the position from then
+/// on, and applies it: when it accepted that very value, when it accepted another one
+/// (an earlier ballot's), and when an earlier position is still unknown there.
+#[test]
+fn a_replica_told_of_a_chosen_value_holds_that_value_whatever_it_accepted() {
+    let c = cluster(&[FULL, FULL, FULL]);
+    deposit(c.replica(0).unwrap(), 8, 1).unwrap();
+    let db = c.replica(2).unwrap();
+    let root = db.root_row(&group(8)).unwrap();
+    let peer = db.peer();
+    let first = LogEntry::decode(&peer.chosen_value(&root, 1).unwrap().unwrap()).unwrap();
+    let entry = |proposal| {
+        LogEntry {
+            proposal,
+            writes: Vec::new(),
+            ..first.clone()
+        }
+        .encode()
+    };
+    let applied = || db.group_meta(&group(8)).unwrap().0.applied;
+
+    // Accepted another value at position 2, then told which one was chosen.
+    let reply = peer.accept(&root, 2, 0, &entry(20)).unwrap();
+    assert!(matches!(reply, Reply::Accepted { .. }), "{reply:?}");
+    peer.apply(&root, 2, &entry(21)).unwrap();
+    assert_eq!(peer.chosen_value(&root, 2).unwrap(), Some(entry(21)));
+    assert_eq!(applied(), 2);
+
+    // Accepted the chosen value itself.
+    peer.accept(&root, 3, 0, &entry(30)).unwrap();
+    peer.apply(&root, 3, &entry(30)).unwrap();
+    assert_eq!(peer.chosen_value(&root, 3).unwrap(), Some(entry(30)));
+    assert_eq!(applied(), 3);
+
+    // Told of position 5 before 4: it waits, and is applied once 4 is known.
+    peer.accept(&root, 5, 0, &entry(50)).unwrap();
+    peer.apply(&root, 5, &entry(50)).unwrap();
+    assert_eq!(applied(), 3);
+    assert_eq!(peer.chosen_value(&root, 5).unwrap(), Some(entry(50)));
+    peer.apply(&root, 4, &entry(40)).unwrap();
+    assert_eq!(applied(), 5);
+    assert_eq!(peer.chosen_value(&root, 4).unwrap(), Some(entry(40)));
 }

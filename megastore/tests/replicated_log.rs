@@ -357,3 +357,33 @@ fn a_replica_back_from_an_outage_catches_up_on_exactly_the_chosen_log() {
         Err(Error::Unavailable(_))
     ));
 }
+
+/// The group state every write and read loads starts at the applied position: a
+/// global-index maintainer that lags far behind (its older positions kept in the row)
+/// must not make each of them read every position since.
+#[test]
+fn the_group_state_starts_at_the_applied_position_while_older_ones_wait_for_indexing() {
+    let set = replicas(1);
+    let replica = &set[0].replica;
+    for p in 1..=12 {
+        let value = format!("entry {p}").into_bytes();
+        let reply = Acceptor::accept(replica, &root(), p, 0, &value).unwrap();
+        assert!(matches!(reply, Reply::Accepted { .. }), "{reply:?}");
+    }
+    let meta = megastore::layout::GroupMeta {
+        applied: 10,
+        indexed: 2,
+        ..Default::default()
+    };
+    assert!(replica.set_meta(&root(), None, meta).unwrap());
+
+    let state = replica.group_state(&root()).unwrap();
+    assert_eq!(state.meta, meta);
+    assert_eq!(state.log.keys().copied().collect::<Vec<_>>(), [10, 11, 12]);
+    assert_eq!(state.value_at(10), Some(&b"entry 10"[..]));
+    let unindexed = replica.log_range(&root(), 3, 10).unwrap();
+    assert_eq!(
+        unindexed.keys().copied().collect::<Vec<_>>(),
+        (3..=10).collect::<Vec<_>>()
+    );
+}

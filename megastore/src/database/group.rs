@@ -28,6 +28,9 @@ pub(crate) enum Ran<R> {
     Wrote(R, Prepared),
 }
 
+/// A log position and the value chosen there.
+pub(crate) type Learned<'a> = (u64, &'a [u8]);
+
 impl Core {
     /// Runs `f` as a transaction on the group at `root` until it commits (or fails, or
     /// has to run again `max_attempts` times).
@@ -122,24 +125,50 @@ impl Core {
     /// chosen; returns the group's state once the next position's value is unknown. A
     /// witness only advances its state (it keeps no data).
     pub(crate) fn roll_forward(&self, root: &RootRow) -> Result<GroupState, Error> {
+        self.learn_and_roll_forward(root, &[])
+    }
+
+    /// As [`Core::roll_forward`], having learned that each `(position, value)` of
+    /// `learned` is chosen. A learned value this replica accepted itself and applies in
+    /// this pass needs no record: an applied position's accepted value is its chosen
+    /// one. Any other is marked chosen first (it may wait for an earlier position).
+    pub(crate) fn learn_and_roll_forward(
+        &self,
+        root: &RootRow,
+        learned: &[Learned<'_>],
+    ) -> Result<GroupState, Error> {
         let sole_voter = self.sole_voter();
         let witness = self
             .replication()
             .is_some_and(|r| r.local_member().kind == ReplicaKind::Witness);
+        let mut learned = learned.to_vec();
         'fresh: loop {
             let state = self.replica.group_state(root)?;
+            let known = |position: u64| {
+                state.chosen_at(position, sole_voter).or_else(|| {
+                    learned
+                        .iter()
+                        .find(|(p, v)| *p == position && state.value_at(position) == Some(v))
+                        .map(|(_, v)| *v)
+                })
+            };
             let mut last = state.meta.applied;
-            while state.chosen_at(last + 1, sole_voter).is_some() {
+            while known(last + 1).is_some() {
                 last += 1;
             }
-            if state.meta.applied >= last {
-                self.clean_log(root, &state)?;
-                return Ok(state);
+            let unrecorded: Vec<(u64, &[u8])> =
+                learned.iter().copied().filter(|(p, _)| *p > last).collect();
+            if !unrecorded.is_empty() {
+                for (position, value) in unrecorded {
+                    self.replica.mark_chosen(root, position, value)?;
+                }
+                learned.retain(|(p, _)| *p <= last);
+                continue 'fresh;
             }
             let mut meta = state.meta;
             let mut expected = state.meta_cell.clone();
             for position in meta.applied + 1..=last {
-                let bytes = state.chosen_at(position, sole_voter).ok_or_else(|| {
+                let bytes = known(position).ok_or_else(|| {
                     Error::Damaged(format!("log position {position} has no value"))
                 })?;
                 let entry = LogEntry::decode(bytes)?;
@@ -170,14 +199,15 @@ impl Core {
                 expected = Some(next.encode());
                 meta = next;
             }
+            // Positions chosen meanwhile are applied by whoever learned of them.
+            let state = GroupState {
+                meta,
+                meta_cell: expected,
+                log: state.log,
+            };
+            self.clean_log(root, &state)?;
+            return Ok(state);
         }
-    }
-
-    pub(super) fn entry_at(&self, state: &GroupState, position: u64) -> Result<LogEntry, Error> {
-        let bytes = state
-            .value_at(position)
-            .ok_or_else(|| Error::Damaged(format!("log position {position} has no value")))?;
-        LogEntry::decode(bytes)
     }
 
     /// With a single voter, cleans the group's log as it rolls forward (a replicated

@@ -7,32 +7,56 @@ use super::Core;
 use crate::apply::apply_global_indexes;
 use crate::keys::storage_table;
 use crate::layout::{self, column, data_table, GroupMeta};
+use crate::log::LogEntry;
 use crate::replica::RootRow;
 use crate::schema::{GroupRole, IndexScope};
 use crate::Error;
 
 impl Core {
-    /// Brings the global indexes up to date with the group's applied entries.
+    /// Brings the global indexes up to date with the group's applied entries: writes
+    /// the index entries of every applied position past the indexed one, then records
+    /// how far it indexed. Index writes are idempotent, so a crash or a race between
+    /// the two steps only means some are written again. Returns the timestamp of the
+    /// last entry indexed.
     pub(super) fn index_group(&self, root: &RootRow) -> Result<i64, Error> {
-        'fresh: loop {
-            let state = self.roll_forward(root)?;
-            let mut meta = state.meta;
-            let mut expected = state.meta_cell.clone();
-            for position in meta.indexed + 1..=meta.applied {
-                let entry = self.entry_at(&state, position)?;
-                let schema = self.schema_at(entry.schema_version)?;
-                apply_global_indexes(self.engine(), &schema, &root.row, &entry)?;
-                let next = GroupMeta {
-                    indexed: position,
-                    ..meta
-                };
-                if !self.replica.set_meta(root, expected.as_deref(), next)? {
-                    continue 'fresh;
-                }
-                expected = Some(next.encode());
-                meta = next;
+        let state = self.replica.group_state(root)?;
+        let (from, through) = (state.meta.indexed + 1, state.meta.applied);
+        if from > through {
+            return Ok(state.meta.applied_timestamp);
+        }
+        let log = self.replica.log_range(root, from, through)?;
+        for position in from..=through {
+            let bytes = log
+                .get(&position)
+                .and_then(|s| s.accepted.as_ref())
+                .map(|(_, value)| value)
+                .ok_or_else(|| Error::Damaged(format!("log position {position} has no value")))?;
+            let entry = LogEntry::decode(bytes)?;
+            let schema = self.schema_at(entry.schema_version)?;
+            apply_global_indexes(self.engine(), &schema, &root.row, &entry)?;
+        }
+        self.record_indexed(root, through)?;
+        Ok(state.meta.applied_timestamp)
+    }
+
+    /// Raises the group's indexed position to `through` (unless it is there already),
+    /// whatever else changed in its state meanwhile.
+    fn record_indexed(&self, root: &RootRow, through: u64) -> Result<(), Error> {
+        loop {
+            let state = self.replica.group_state(root)?;
+            if state.meta.indexed >= through {
+                return Ok(());
             }
-            return Ok(meta.applied_timestamp);
+            let next = GroupMeta {
+                indexed: through,
+                ..state.meta
+            };
+            if self
+                .replica
+                .set_meta(root, state.meta_cell.as_deref(), next)?
+            {
+                return Ok(());
+            }
         }
     }
 

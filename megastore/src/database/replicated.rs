@@ -19,6 +19,7 @@ use crate::replicas::{Peer, ReplicaKind, Replication};
 use crate::replication::{propose_at, Acceptor, ProposeOptions, Voter};
 use crate::Error;
 
+use super::group::Learned;
 use super::Core;
 
 /// A coordinator renews its lease this long before it ends.
@@ -517,8 +518,7 @@ impl Core {
         position: u64,
         value: &[u8],
     ) -> Result<(), Error> {
-        self.replica.mark_chosen(root, position, value)?;
-        self.roll_forward(root)?;
+        self.learn_and_roll_forward(root, &[(position, value)])?;
         Ok(())
     }
 
@@ -557,6 +557,23 @@ impl Acceptor for Core {
 impl Peer for Core {
     fn apply(&self, root: &RootRow, position: u64, value: &[u8]) -> Result<(), Error> {
         self.apply_chosen(root, position, value)
+    }
+
+    /// Rolls each group forward once, with what the batch says is chosen in it.
+    fn apply_batch(&self, applies: &[(RootRow, u64, Vec<u8>)]) {
+        let mut groups: Vec<(&RootRow, Vec<Learned<'_>>)> = Vec::new();
+        for (root, position, value) in applies {
+            let learned = (*position, value.as_slice());
+            match groups.iter_mut().find(|(r, _)| *r == root) {
+                Some((_, group)) => group.push(learned),
+                None => groups.push((root, vec![learned])),
+            }
+        }
+        for (root, learned) in groups {
+            if let Err(e) = self.learn_and_roll_forward(root, &learned) {
+                tracing::debug!("apply deferred: {e}");
+            }
+        }
     }
 
     fn invalidate(&self, root: &RootRow, position: u64) -> Result<(), Error> {

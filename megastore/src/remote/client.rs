@@ -14,8 +14,9 @@ use tonic::{Response, Status};
 
 use super::generated::replication_client::ReplicationClient;
 use super::messages::{
-    AcceptRequest, ApplyRequest, Group, GroupRequest, PositionRequest, PrepareRequest,
+    AcceptRequest, ApplyBatch, ApplyRequest, Group, GroupRequest, PositionRequest, PrepareRequest,
 };
+use super::outbox::{drain, Outbox};
 use super::MAX_MESSAGE_BYTES;
 use crate::auth::AddToken;
 use crate::paxos::proposer::Reply;
@@ -58,6 +59,7 @@ impl GrpcTransport {
                 member,
                 client,
                 runtime: runtime.clone(),
+                outbox: Arc::default(),
             })));
         }
         Ok(GrpcTransport { peers })
@@ -136,6 +138,7 @@ pub struct GrpcPeer {
     member: usize,
     client: ReplicationClient<InterceptedService<Channel, AddToken>>,
     runtime: Arc<tokio::runtime::Runtime>,
+    outbox: Arc<Outbox>,
 }
 
 impl GrpcPeer {
@@ -275,21 +278,27 @@ impl Peer for GrpcPeer {
         Ok(())
     }
 
+    /// Queued in the peer's outbox; a sender task sends what accumulates in batches.
     fn apply_in_background(self: Arc<Self>, root: RootRow, position: u64, value: Vec<u8>) {
         let request = ApplyRequest {
             group: group(&root),
             position,
             value,
         };
-        let mut client = self.client.clone();
-        let member = self.member;
-        self.runtime.spawn(async move {
-            if let Err(status) = client.apply(request).await {
-                tracing::debug!(
-                    "apply of position {position} deferred at replica {member}: {status}"
-                );
-            }
-        });
+        if !self.outbox.push(request) {
+            return; // the running sender takes it
+        }
+        let (client, member) = (self.client.clone(), self.member);
+        self.runtime
+            .spawn(drain(self.outbox.clone(), move |applies| {
+                let mut client = client.clone();
+                async move {
+                    let count = applies.len();
+                    if let Err(status) = client.apply_batch(ApplyBatch { applies }).await {
+                        tracing::debug!("{count} applies deferred at replica {member}: {status}");
+                    }
+                }
+            }));
     }
 
     fn durable_applied(&self, root: &RootRow) -> Result<u64, Error> {

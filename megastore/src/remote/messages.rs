@@ -61,6 +61,13 @@ pub struct ApplyRequest {
     pub value: Vec<u8>,
 }
 
+/// Chosen values for one replica to apply, oldest first.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ApplyBatch {
+    #[prost(message, repeated, tag = "1")]
+    pub applies: Vec<ApplyRequest>,
+}
+
 /// An acceptor's answer: `kind` 1 promised (with what it had accepted, if anything),
 /// 2 accepted, 3 refused (with what it had promised).
 #[derive(Clone, PartialEq, prost::Message)]

@@ -6,6 +6,7 @@
 pub mod client;
 pub mod latency;
 pub mod messages;
+pub mod outbox;
 pub mod server;
 
 #[allow(clippy::all, clippy::pedantic, missing_docs)]

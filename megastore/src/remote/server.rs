@@ -8,8 +8,8 @@ use tonic::{Request, Response, Status};
 
 use super::generated::replication_server::Replication;
 use super::messages::{
-    root_of, AcceptRequest, ApplyRequest, Empty, GroupRequest, PaxosReply, PositionReply,
-    PositionRequest, PrepareRequest, ValueReply,
+    root_of, AcceptRequest, ApplyBatch, ApplyRequest, Empty, GroupRequest, PaxosReply,
+    PositionReply, PositionRequest, PrepareRequest, ValueReply,
 };
 use crate::catalog::CatalogError;
 use crate::replicas::Peer;
@@ -118,6 +118,21 @@ impl Replication for ReplicationService {
         let r = request.into_inner();
         self.run(move |peer| {
             peer.apply(&root_of(r.group)?, r.position, &r.value)?;
+            Ok(Empty {})
+        })
+        .await
+    }
+
+    async fn apply_batch(&self, request: Request<ApplyBatch>) -> Result<Response<Empty>, Status> {
+        let applies = request
+            .into_inner()
+            .applies
+            .into_iter()
+            .map(|a| Ok((root_of(a.group)?, a.position, a.value)))
+            .collect::<Result<Vec<_>, Error>>()
+            .map_err(status_of)?;
+        self.run(move |peer| {
+            peer.apply_batch(&applies);
             Ok(Empty {})
         })
         .await
