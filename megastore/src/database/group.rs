@@ -156,10 +156,8 @@ impl Core {
             while known(last + 1).is_some() {
                 last += 1;
             }
-            let unrecorded: Vec<(u64, &[u8])> =
-                learned.iter().copied().filter(|(p, _)| *p > last).collect();
-            if !unrecorded.is_empty() {
-                for (position, value) in unrecorded {
+            if learned.iter().any(|(p, _)| *p > last) {
+                for &(position, value) in learned.iter().filter(|(p, _)| *p > last) {
                     self.replica.mark_chosen(root, position, value)?;
                 }
                 learned.retain(|(p, _)| *p <= last);
