@@ -29,6 +29,17 @@ pub fn open_cluster(
     propose: ProposeOptions,
     wrap: Option<Arc<TransportWrapper>>,
 ) -> Result<Cluster, megastore::Error> {
+    open_cluster_with_schema(root, kinds, propose, wrap, SCHEMA)
+}
+
+/// [`open_cluster`] with another schema.
+pub fn open_cluster_with_schema(
+    root: &Path,
+    kinds: &[ReplicaKind],
+    propose: ProposeOptions,
+    wrap: Option<Arc<TransportWrapper>>,
+    schema: &str,
+) -> Result<Cluster, megastore::Error> {
     let dirs = (0..kinds.len())
         .map(|i| root.join(format!("replica-{i}")))
         .collect();
@@ -42,7 +53,7 @@ pub fn open_cluster(
         ..ClusterOptions::default()
     };
     let fs = kinds.iter().map(|_| RealFs::shared()).collect();
-    Cluster::open_wrapped(fs, dirs, SCHEMA, options, wrap)
+    Cluster::open_wrapped(fs, dirs, schema, options, wrap)
 }
 
 pub fn group(id: i64) -> GroupKey {

@@ -54,6 +54,35 @@ pub fn finish(program: &str, result: Result<String, String>) -> ExitCode {
     }
 }
 
+/// Where a benchmark keeps its data: the directory asked for (which must be empty or
+/// absent), or a new one under the system's temporary directory, removed when this
+/// is dropped.
+pub struct DataDir {
+    pub path: std::path::PathBuf,
+    temporary: bool,
+}
+
+impl DataDir {
+    pub fn new(asked: Option<&std::path::Path>, program: &str) -> Result<DataDir, String> {
+        let temporary = asked.is_none();
+        let path = asked.map(std::path::Path::to_path_buf).unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("{program}-{}", std::process::id()))
+        });
+        if path.exists() && std::fs::read_dir(&path).map_or(true, |mut d| d.next().is_some()) {
+            return Err(format!("{} exists and is not empty", path.display()));
+        }
+        Ok(DataDir { path, temporary })
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        if self.temporary {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

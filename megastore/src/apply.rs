@@ -33,15 +33,19 @@ struct Change<'s> {
 /// Mutations grouped by Bigtable table and row.
 type Batch = BTreeMap<String, BTreeMap<Vec<u8>, Vec<Mutation>>>;
 
-/// Writes an entry's data and local-index cells.
+/// Writes an entry's data, local-index and mailbox cells. The group's root row is
+/// `group_row` in Bigtable table `root_table`.
 pub fn apply_entry(
     engine: &Engine,
     schema: &Schema,
+    root_table: &str,
     group_row: &[u8],
     entry: &LogEntry,
 ) -> Result<(), Error> {
     let changes = changes(engine, schema, group_row, entry)?;
     let mut batch = Batch::new();
+    let rows = batch.entry(root_table.to_string()).or_default();
+    mailbox_mutations(engine, root_table, entry, group_row, rows)?;
     for change in &changes {
         if change.only_index.is_none() {
             data_mutations(schema, change, entry.timestamp, &mut batch);
@@ -101,7 +105,102 @@ pub fn touches_global_index(schema: &Schema, entry: &LogEntry) -> bool {
             .iter()
             .filter(global)
             .any(|i| &i.name == index),
+        Write::Send { .. }
+        | Write::Deliver { .. }
+        | Write::Receive { .. }
+        | Write::Forget { .. } => false,
     })
+}
+
+/// The entry's queue cells: the messages it sends go to the outbox, the ones it
+/// delivers to the inbox (with the sender's new watermark); the ones it receives or
+/// forgets are emptied, and the mailbox's head moves past them (never back: it is
+/// read as of before the entry). Sends and deliveries are numbered in entry order.
+fn mailbox_mutations(
+    engine: &Engine,
+    root_table: &str,
+    entry: &LogEntry,
+    group_row: &[u8],
+    rows: &mut BTreeMap<Vec<u8>, Vec<Mutation>>,
+) -> Result<(), Error> {
+    use crate::queue::{self, MessageId, INBOX, OUTBOX, WATERMARK};
+    let mut cell = |row: Vec<u8>, kind: u8, queue: &str, value: Vec<u8>| {
+        rows.entry(row).or_default().push(Mutation::SetCell {
+            family: queue::FAMILY.as_bytes().to_vec(),
+            qualifier: queue::qualifier(kind, queue),
+            timestamp: Some(entry.timestamp),
+            value,
+        });
+    };
+    let (mut sent, mut delivered) = (0u32, 0u32);
+    // Each mailbox's head as this entry moves it (several writes may move one).
+    let mut heads: BTreeMap<(&str, u8), Option<MessageId>> = BTreeMap::new();
+    let next = |counter: &mut u32| {
+        let id = MessageId {
+            timestamp: entry.timestamp,
+            seq: *counter,
+        };
+        *counter += 1;
+        id
+    };
+    for write in &entry.writes {
+        match write {
+            Write::Send {
+                queue,
+                from,
+                to,
+                payload,
+            } => {
+                let row = queue::mailbox_row(group_row, queue, OUTBOX, next(&mut sent));
+                cell(row, OUTBOX, queue, queue::outbox_cell(from, to, payload));
+            }
+            Write::Deliver {
+                queue,
+                from,
+                messages,
+            } => {
+                for (id, payload) in messages {
+                    let row = queue::mailbox_row(group_row, queue, INBOX, next(&mut delivered));
+                    cell(row, INBOX, queue, queue::inbox_cell(from, *id, payload));
+                }
+                if let Some((last, _)) = messages.last() {
+                    let row = queue::watermark_row(group_row, queue, from);
+                    cell(row, WATERMARK, queue, queue::id_cell(*last));
+                }
+            }
+            Write::Receive { queue, slots: ids } | Write::Forget { queue, ids } => {
+                let kind = if matches!(write, Write::Receive { .. }) {
+                    INBOX
+                } else {
+                    OUTBOX
+                };
+                for id in ids {
+                    cell(
+                        queue::mailbox_row(group_row, queue, kind, *id),
+                        kind,
+                        queue,
+                        Vec::new(),
+                    );
+                }
+                let Some(&last) = ids.iter().max() else {
+                    continue;
+                };
+                let head = match heads.get(&(queue.as_str(), kind)) {
+                    Some(&h) => h,
+                    None => {
+                        let before = Some(entry.timestamp - 1);
+                        queue::read_head(engine, root_table, group_row, queue, kind, before)?
+                    }
+                };
+                let head = head.map_or(last, |h| h.max(last));
+                heads.insert((queue.as_str(), kind), Some(head));
+                let row = queue::head_row(group_row, queue, kind);
+                cell(row, queue::head_of(kind), queue, queue::id_cell(head));
+            }
+            Write::Put(_) | Write::Delete { .. } | Write::Reindex { .. } => {}
+        }
+    }
+    Ok(())
 }
 
 fn changes<'s>(
@@ -168,6 +267,10 @@ fn changes<'s>(
                     });
                 }
             }
+            Write::Send { .. }
+            | Write::Deliver { .. }
+            | Write::Receive { .. }
+            | Write::Forget { .. } => {}
         }
     }
     Ok(out)

@@ -229,5 +229,9 @@ pub fn compatible(old: &Schema, new: &Schema) -> Result<(), String> {
             return Err(format!("index {} was removed or changed", index.name));
         }
     }
+    // A removed queue would strand the messages in its inboxes.
+    if let Some(queue) = old.queues.iter().find(|q| !new.has_queue(q)) {
+        return Err(format!("queue {queue} was removed"));
+    }
     Ok(())
 }

@@ -47,6 +47,21 @@ impl Footprint {
         }
     }
 
+    /// A queue's inbox in the group, as one entity: receiving reads and writes it,
+    /// delivering writes it.
+    pub fn add_inbox(&mut self, queue: &str) {
+        self.add_row("#inbox", queue.as_bytes());
+    }
+
+    /// The last message delivered from `from` on `queue`, as one entity: a delivery
+    /// reads and writes it, so two deliveries of the same messages cannot both commit.
+    pub fn add_watermark(&mut self, queue: &str, from: &crate::GroupKey) {
+        let mut row = queue.as_bytes().to_vec();
+        row.push(0);
+        crate::queue::encode_group(&mut row, from);
+        self.add_row("#watermark", &row);
+    }
+
     pub fn add_whole_group(&mut self) {
         self.whole_group = true;
         self.rows.clear();
@@ -76,6 +91,14 @@ impl Footprint {
                     written.add_row(table, &crate::keys::row_key(schema, table, key)?);
                 }
                 Write::Reindex { .. } => written.add_whole_group(),
+                Write::Deliver { queue, from, .. } => {
+                    written.add_inbox(queue);
+                    written.add_watermark(queue, from);
+                }
+                Write::Receive { queue, .. } => written.add_inbox(queue),
+                // New outbox cells and emptied delivered ones: nobody reads either in
+                // a transaction (the deliverer reads the outbox outside one).
+                Write::Send { .. } | Write::Forget { .. } => {}
             }
         }
         Ok(written)

@@ -38,7 +38,7 @@ pub fn global_index_table(schema: &Schema, index: &str) -> String {
 
 /// Creates every Bigtable table the schema needs that does not exist yet.
 pub fn create_tables(engine: &Engine, schema: &Schema) -> Result<(), Error> {
-    let mut data = TableSchema::with_families([PROPS, EXISTS, LOCAL_INDEX]);
+    let mut data = TableSchema::with_families([PROPS, EXISTS, LOCAL_INDEX, crate::queue::FAMILY]);
     // Replication state is overwritten in place: keep only the newest cell.
     data.families.insert(LOG.into(), GcRule::MaxVersions(1));
     data.families.insert(META.into(), GcRule::MaxVersions(1));
@@ -59,9 +59,24 @@ pub fn create_tables(engine: &Engine, schema: &Schema) -> Result<(), Error> {
     Ok(())
 }
 
+/// Creates the table, or adds the families it lacks (a table made by an older version,
+/// before queues had a family).
 fn create(engine: &Engine, name: &str, schema: TableSchema) -> Result<(), Error> {
-    match engine.create_table(name, schema) {
-        Ok(()) | Err(bigtable::Error::AlreadyExists(_)) => Ok(()),
+    match engine.create_table(name, schema.clone()) {
+        Ok(()) => Ok(()),
+        Err(bigtable::Error::AlreadyExists(_)) => {
+            let mut existing = engine.schema(name)?;
+            let missing: Vec<_> = schema
+                .families
+                .into_iter()
+                .filter(|(f, _)| !existing.families.contains_key(f))
+                .collect();
+            if missing.is_empty() {
+                return Ok(());
+            }
+            existing.families.extend(missing);
+            Ok(engine.set_schema(name, existing)?)
+        }
         Err(e) => Err(e.into()),
     }
 }

@@ -23,6 +23,7 @@ pub mod layout;
 pub mod log;
 pub mod node;
 pub mod paxos;
+pub mod queue;
 pub mod read;
 pub mod remote;
 pub mod replica;
@@ -39,6 +40,7 @@ pub use entity::{Entity, Prop};
 pub use index::{merge_join, IndexHit};
 pub use keys::Value;
 pub use layout::ValueRange;
+pub use queue::{Message, MessageId};
 pub use read::ReadMode;
 pub use txn::{Snapshot, Transaction};
 

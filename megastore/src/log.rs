@@ -8,7 +8,8 @@ use bigtable::coding::Reader;
 use crate::entity::{damaged, encode_prop, put_bytes, read_bytes, read_prop, read_value};
 use crate::entity::{encode_value, Entity};
 use crate::keys::Value;
-use crate::Error;
+use crate::queue::{encode_group, read_group, IdentifiedPayloads, MessageId};
+use crate::{Error, GroupKey};
 
 /// One change in a log entry.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,6 +21,28 @@ pub enum Write {
     /// Writes the entries of a newly added index for every entity of its table in the
     /// group: the group's part of a back-fill.
     Reindex { index: String },
+    /// Sends a message on `queue` from this group (`from`) to group `to`: applying it
+    /// puts the message in this group's outbox.
+    Send {
+        queue: String,
+        from: GroupKey,
+        to: GroupKey,
+        payload: Vec<u8>,
+    },
+    /// Puts messages sent by `from` (with their ids there) into this group's inbox of
+    /// `queue`, and records the last id as delivered from `from`.
+    Deliver {
+        queue: String,
+        from: GroupKey,
+        messages: IdentifiedPayloads,
+    },
+    /// Consumes the messages at these slots of this group's inbox of `queue`.
+    Receive {
+        queue: String,
+        slots: Vec<MessageId>,
+    },
+    /// Deletes these delivered messages from this group's outbox of `queue`.
+    Forget { queue: String, ids: Vec<MessageId> },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +66,10 @@ const FORMAT: u8 = 1;
 const PUT: u8 = 1;
 const DELETE: u8 = 2;
 const REINDEX: u8 = 3;
+const SEND: u8 = 4;
+const DELIVER: u8 = 5;
+const RECEIVE: u8 = 6;
+const FORGET: u8 = 7;
 
 impl LogEntry {
     pub fn encode(&self) -> Vec<u8> {
@@ -74,6 +101,44 @@ impl LogEntry {
                 Write::Reindex { index } => {
                     out.push(REINDEX);
                     put_bytes(&mut out, index.as_bytes());
+                }
+                Write::Send {
+                    queue,
+                    from,
+                    to,
+                    payload,
+                } => {
+                    out.push(SEND);
+                    put_bytes(&mut out, queue.as_bytes());
+                    encode_group(&mut out, from);
+                    encode_group(&mut out, to);
+                    put_bytes(&mut out, payload);
+                }
+                Write::Deliver {
+                    queue,
+                    from,
+                    messages,
+                } => {
+                    out.push(DELIVER);
+                    put_bytes(&mut out, queue.as_bytes());
+                    encode_group(&mut out, from);
+                    bigtable::coding::put_varint(&mut out, messages.len() as u64);
+                    for (id, payload) in messages {
+                        id.encode(&mut out);
+                        put_bytes(&mut out, payload);
+                    }
+                }
+                Write::Receive { queue, slots: ids } | Write::Forget { queue, ids } => {
+                    out.push(if matches!(write, Write::Receive { .. }) {
+                        RECEIVE
+                    } else {
+                        FORGET
+                    });
+                    put_bytes(&mut out, queue.as_bytes());
+                    bigtable::coding::put_varint(&mut out, ids.len() as u64);
+                    for id in ids {
+                        id.encode(&mut out);
+                    }
                 }
             }
         }
@@ -119,6 +184,43 @@ impl LogEntry {
                 REINDEX => Write::Reindex {
                     index: read_string(r)?,
                 },
+                SEND => Write::Send {
+                    queue: read_string(r)?,
+                    from: read_group(r)?,
+                    to: read_group(r)?,
+                    payload: read_bytes(r)?.to_vec(),
+                },
+                DELIVER => {
+                    let queue = read_string(r)?;
+                    let from = read_group(r)?;
+                    let count = r.varint_usize()?;
+                    if count > r.remaining() {
+                        return None;
+                    }
+                    let messages = (0..count)
+                        .map(|_| Some((MessageId::read(r)?, read_bytes(r)?.to_vec())))
+                        .collect::<Option<_>>()?;
+                    Write::Deliver {
+                        queue,
+                        from,
+                        messages,
+                    }
+                }
+                tag @ (RECEIVE | FORGET) => {
+                    let queue = read_string(r)?;
+                    let count = r.varint_usize()?;
+                    if count > r.remaining() {
+                        return None;
+                    }
+                    let ids = (0..count)
+                        .map(|_| MessageId::read(r))
+                        .collect::<Option<_>>()?;
+                    if tag == RECEIVE {
+                        Write::Receive { queue, slots: ids }
+                    } else {
+                        Write::Forget { queue, ids }
+                    }
+                }
                 _ => return None,
             });
         }
@@ -160,6 +262,37 @@ mod tests {
                 },
                 Write::Reindex {
                     index: "PhotosByTime".into(),
+                },
+                Write::Send {
+                    queue: "Mail".into(),
+                    from: GroupKey::new("User", vec![Value::Int64(7)]),
+                    to: GroupKey::new("User", vec![Value::Int64(8)]),
+                    payload: b"hi".to_vec(),
+                },
+                Write::Deliver {
+                    queue: "Mail".into(),
+                    from: GroupKey::new("User", vec![Value::Int64(6)]),
+                    messages: vec![(
+                        MessageId {
+                            timestamp: 5,
+                            seq: 1,
+                        },
+                        b"yo".to_vec(),
+                    )],
+                },
+                Write::Receive {
+                    queue: "Mail".into(),
+                    slots: vec![MessageId {
+                        timestamp: 9,
+                        seq: 0,
+                    }],
+                },
+                Write::Forget {
+                    queue: "Mail".into(),
+                    ids: vec![MessageId {
+                        timestamp: 4,
+                        seq: 2,
+                    }],
                 },
             ],
         };

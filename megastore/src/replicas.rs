@@ -97,6 +97,10 @@ pub trait LockService: Send + Sync {
     fn revoke(&self, id: u32) -> Option<i64>;
     /// Replica `id` gave its lease up (or lost it): the next one has a new epoch.
     fn release(&self, id: u32);
+    /// Grants or renews replica `holder`'s lease on the background job `job` (the
+    /// queue deliverer): whether `holder` holds it now. At most one replica holds a
+    /// job's lease at a time; it passes on once its holder stops renewing.
+    fn hold_job(&self, job: &str, holder: u32, now: i64) -> bool;
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -139,6 +143,8 @@ pub struct LocalLocks {
     length_micros: i64,
     held: Mutex<HashMap<u32, Held>>,
     epochs: Mutex<u64>,
+    /// Job leases: the holder and until when.
+    jobs: Mutex<HashMap<String, (u32, i64)>>,
 }
 
 impl LocalLocks {
@@ -148,6 +154,7 @@ impl LocalLocks {
             length_micros: i64::try_from(length.as_micros()).unwrap_or(i64::MAX / 4),
             held: Mutex::new(HashMap::new()),
             epochs: Mutex::new(0),
+            jobs: Mutex::new(HashMap::new()),
         }
     }
 
@@ -198,6 +205,18 @@ impl LockService for LocalLocks {
 
     fn release(&self, id: u32) {
         self.held.lock().remove(&id);
+    }
+
+    fn hold_job(&self, job: &str, holder: u32, now: i64) -> bool {
+        let mut jobs = self.jobs.lock();
+        if let Some(&(other, until)) = jobs.get(job) {
+            if other != holder && now < until {
+                return false;
+            }
+        }
+        let until = now.saturating_add(self.length_micros);
+        jobs.insert(job.to_string(), (holder, until));
+        true
     }
 }
 

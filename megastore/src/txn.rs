@@ -2,7 +2,7 @@
 //! a snapshot plus writes buffered until commit ([`Transaction`]).
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Deref;
 use std::sync::Arc;
 
@@ -10,12 +10,13 @@ use crate::database::Core;
 use crate::entity::Entity;
 use crate::footprint::Footprint;
 use crate::index::IndexHit;
-use crate::keys::{group_columns, key_prefix, row_key, Value};
+use crate::keys::{group_columns, key_prefix, row_key, storage_table, Value};
 use crate::layout::{prefix_end, ValueRange};
 use crate::log::Write;
+use crate::queue::{Message, MessageId};
 use crate::read;
 use crate::schema::{Index, IndexScope, Schema, Table};
-use crate::Error;
+use crate::{Error, GroupKey};
 
 /// A consistent view of one entity group: every read sees the group as of one log
 /// position (or, for an inconsistent read, the newest cells).
@@ -23,6 +24,8 @@ pub struct Snapshot<'d> {
     pub(crate) core: &'d Core,
     pub(crate) schema: Arc<Schema>,
     pub(crate) root_table: String,
+    /// The root entity's key (`None` inside a back-fill, which sends nothing).
+    pub(crate) root_key: Option<Vec<Value>>,
     pub(crate) group_row: Vec<u8>,
     /// `None` for an inconsistent read.
     pub(crate) position: Option<u64>,
@@ -113,7 +116,43 @@ impl Snapshot<'_> {
         Ok(out)
     }
 
-    fn record(&self, f: impl FnOnce(&mut Footprint)) {
+    /// Up to `max` messages waiting in this group's inbox of `queue`, oldest arrival
+    /// first, without consuming them ([`Transaction::receive`] consumes).
+    pub fn inbox(&self, queue: &str, max: usize) -> Result<Vec<Message>, Error> {
+        self.check_queue(queue)?;
+        self.record(|reads| reads.add_inbox(queue));
+        crate::queue::read_mailbox::<Message>(
+            self.core.engine(),
+            &self.root_data_table(),
+            &self.group_row,
+            queue,
+            self.timestamp,
+            max,
+        )
+    }
+
+    fn check_queue(&self, queue: &str) -> Result<(), Error> {
+        if self.schema.has_queue(queue) {
+            Ok(())
+        } else {
+            Err(Error::Invalid(format!("no queue {queue} in the schema")))
+        }
+    }
+
+    /// The group this snapshot reads, when its key is known.
+    pub(crate) fn group_key(&self) -> Option<GroupKey> {
+        Some(GroupKey::new(
+            self.root_table.clone(),
+            self.root_key.clone()?,
+        ))
+    }
+
+    /// The Bigtable table of the group's root row (where its mailboxes are).
+    fn root_data_table(&self) -> String {
+        crate::layout::data_table(&self.schema, storage_table(&self.schema, &self.root_table))
+    }
+
+    pub(crate) fn record(&self, f: impl FnOnce(&mut Footprint)) {
         if let Some(reads) = &self.reads {
             f(&mut reads.borrow_mut());
         }
@@ -171,6 +210,10 @@ pub struct Transaction<'d> {
     pub(crate) snapshot: Snapshot<'d>,
     pub(crate) writes: BTreeMap<(String, Vec<u8>), Write>,
     pub(crate) reindex: Vec<String>,
+    /// Queue writes (sends, receives, deliveries, forgets), in order.
+    mail: Vec<Write>,
+    /// What this transaction wrote to queue state, as entities.
+    mail_written: Footprint,
 }
 
 impl<'d> Deref for Transaction<'d> {
@@ -181,7 +224,126 @@ impl<'d> Deref for Transaction<'d> {
     }
 }
 
-impl Transaction<'_> {
+impl<'d> Transaction<'d> {
+    pub(crate) fn on(snapshot: Snapshot<'d>) -> Self {
+        Transaction {
+            snapshot,
+            writes: BTreeMap::new(),
+            reindex: Vec::new(),
+            mail: Vec::new(),
+            mail_written: Footprint::default(),
+        }
+    }
+
+    /// Sends `payload` on `queue` to the group `to` (of any root table): the message
+    /// is sent if and only if this transaction commits, and reaches `to`'s inbox
+    /// later, in order with this group's other messages to `to`.
+    pub fn send(
+        &mut self,
+        queue: &str,
+        to: &GroupKey,
+        payload: impl Into<Vec<u8>>,
+    ) -> Result<(), Error> {
+        self.snapshot.check_queue(queue)?;
+        let from = self.snapshot.group_key().ok_or_else(|| {
+            Error::Invalid("this transaction does not know its group's key".into())
+        })?;
+        let root = self
+            .schema
+            .table(&to.root)
+            .ok_or_else(|| Error::Invalid(format!("table {} is not in the schema", to.root)))?;
+        if root.role != crate::schema::GroupRole::Root {
+            return Err(Error::Invalid(format!(
+                "{} is not an entity group root",
+                to.root
+            )));
+        }
+        row_key(&self.schema, &to.root, &to.key)?;
+        self.mail.push(Write::Send {
+            queue: queue.to_string(),
+            from,
+            to: to.clone(),
+            payload: payload.into(),
+        });
+        Ok(())
+    }
+
+    /// Takes up to `max` messages (oldest arrival first) from this group's inbox of
+    /// `queue`: they are consumed if and only if this transaction commits. Taking many
+    /// at once is the cheap way to process a queue: one entry consumes them all.
+    pub fn receive(&mut self, queue: &str, max: usize) -> Result<Vec<Message>, Error> {
+        let taken: BTreeSet<MessageId> = self
+            .mail
+            .iter()
+            .filter_map(|w| match w {
+                Write::Receive { queue: q, slots } if q == queue => Some(slots.iter().copied()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let mut messages = self
+            .snapshot
+            .inbox(queue, max.saturating_add(taken.len()))?;
+        messages.retain(|m| !taken.contains(&m.slot));
+        messages.truncate(max);
+        if !messages.is_empty() {
+            self.mail_written.add_inbox(queue);
+            self.mail.push(Write::Receive {
+                queue: queue.to_string(),
+                slots: messages.iter().map(|m| m.slot).collect(),
+            });
+        }
+        Ok(messages)
+    }
+
+    /// Puts the messages `from` sent on `queue` into this group's inbox, skipping
+    /// those delivered before (at or below the watermark). How many it put.
+    pub(crate) fn deliver(
+        &mut self,
+        queue: &str,
+        from: &GroupKey,
+        messages: &[(MessageId, Vec<u8>)],
+    ) -> Result<usize, Error> {
+        self.snapshot.check_queue(queue)?;
+        self.snapshot
+            .record(|reads| reads.add_watermark(queue, from));
+        let watermark = crate::queue::read_watermark(
+            self.core.engine(),
+            &self.snapshot.root_data_table(),
+            &self.group_row,
+            queue,
+            from,
+            self.timestamp,
+        )?;
+        let fresh: Vec<(MessageId, Vec<u8>)> = messages
+            .iter()
+            .filter(|(id, _)| watermark.is_none_or(|w| *id > w))
+            .cloned()
+            .collect();
+        if fresh.is_empty() {
+            return Ok(0);
+        }
+        self.mail_written.add_inbox(queue);
+        self.mail_written.add_watermark(queue, from);
+        let count = fresh.len();
+        self.mail.push(Write::Deliver {
+            queue: queue.to_string(),
+            from: from.clone(),
+            messages: fresh,
+        });
+        Ok(count)
+    }
+
+    /// Deletes delivered messages from this group's outbox of `queue`.
+    pub(crate) fn forget(&mut self, queue: &str, ids: Vec<MessageId>) {
+        if !ids.is_empty() {
+            self.mail.push(Write::Forget {
+                queue: queue.to_string(),
+                ids,
+            });
+        }
+    }
+
     /// Writes `entity` (all of it: properties it lacks become absent).
     pub fn put(&mut self, entity: Entity) -> Result<(), Error> {
         entity.check(&self.schema)?;
@@ -224,12 +386,14 @@ impl Transaction<'_> {
         if !self.reindex.is_empty() {
             written.add_whole_group();
         }
+        written.extend(&self.mail_written);
         let mut writes: Vec<Write> = self.writes.into_values().collect();
         writes.extend(
             self.reindex
                 .into_iter()
                 .map(|index| Write::Reindex { index }),
         );
+        writes.extend(self.mail);
         (writes, reads, written)
     }
 }

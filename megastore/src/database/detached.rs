@@ -7,7 +7,6 @@
 //! over. Nothing is kept on the server between the requests.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 use super::commit::{Prepared, Verdict};
@@ -96,6 +95,7 @@ impl Database {
             core: &self.core,
             schema: self.core.schema_for(token.schema_version)?.1,
             root_table: group.root.clone(),
+            root_key: Some(group.key.clone()),
             group_row,
             position: Some(token.position),
             timestamp: Some(token.timestamp),
@@ -117,11 +117,7 @@ impl Database {
         self.core.serves_reads()?;
         let _gate = GateGuard::enter(&self.core.schema_gate);
         // No read happens here: committing rolls the group forward before the rule.
-        let mut tx = Transaction {
-            snapshot: self.snapshot_at(group, root.row.clone(), token)?,
-            writes: BTreeMap::new(),
-            reindex: Vec::new(),
-        };
+        let mut tx = Transaction::on(self.snapshot_at(group, root.row.clone(), token)?);
         let read_footprint = footprint_of(&tx.snapshot, reads)?;
         for write in writes {
             match write {

@@ -4,21 +4,21 @@
 //! positions are cleaned up.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use parking_lot::RwLock;
 
 use super::commit::{Prepared, Verdict};
-use super::{Committed, Core};
+use super::{Committed, Core, GroupName};
 use crate::apply::{apply_entry, touches_global_index};
 use crate::layout::GroupMeta;
-use crate::log::LogEntry;
+use crate::log::{LogEntry, Write};
 use crate::replica::{GroupState, RootRow};
 use crate::replicas::ReplicaKind;
 use crate::txn::{Snapshot, Transaction};
 use crate::Error;
+use crate::Value;
 
 /// What running a transaction's closure once produced.
 pub(crate) enum Ran<R> {
@@ -36,7 +36,7 @@ impl Core {
     /// has to run again `max_attempts` times).
     pub(super) fn transact<R>(
         &self,
-        root_table: &str,
+        group: GroupName<'_>,
         root: &RootRow,
         mut f: impl FnMut(&mut Transaction<'_>) -> Result<R, Error>,
     ) -> Result<(R, Committed), Error> {
@@ -45,7 +45,7 @@ impl Core {
             {
                 // Held from the read to the verdict: no schema change in between.
                 let _gate = GateGuard::enter(&self.schema_gate);
-                let (result, prepared) = match self.prepare(root_table, root, &mut f)? {
+                let (result, prepared) = match self.prepare(group, root, &mut f)? {
                     Ran::ReadOnly(result, committed) => {
                         return Ok((
                             result,
@@ -81,25 +81,22 @@ impl Core {
     /// what it read and wrote.
     pub(crate) fn prepare<R>(
         &self,
-        root_table: &str,
+        group: GroupName<'_>,
         root: &RootRow,
         f: &mut impl FnMut(&mut Transaction<'_>) -> Result<R, Error>,
     ) -> Result<Ran<R>, Error> {
         let state = self.make_current(root)?;
         let (version, schema) = self.schema_for(state.meta.schema_version)?;
-        let mut tx = Transaction {
-            snapshot: Snapshot {
-                core: self,
-                schema,
-                root_table: root_table.to_string(),
-                group_row: root.row.clone(),
-                position: Some(state.meta.applied),
-                timestamp: Some(state.meta.applied_timestamp),
-                reads: Some(RefCell::default()),
-            },
-            writes: BTreeMap::new(),
-            reindex: Vec::new(),
-        };
+        let mut tx = Transaction::on(Snapshot {
+            core: self,
+            schema,
+            root_table: group.root.to_string(),
+            root_key: group.key.map(<[Value]>::to_vec),
+            group_row: root.row.clone(),
+            position: Some(state.meta.applied),
+            timestamp: Some(state.meta.applied_timestamp),
+            reads: Some(RefCell::default()),
+        });
         let result = f(&mut tx)?;
         let (changes, reads, writes) = tx.into_parts();
         if changes.is_empty() {
@@ -172,7 +169,7 @@ impl Core {
                 let entry = LogEntry::decode(bytes)?;
                 let schema = self.schema_at(entry.schema_version)?;
                 if !witness {
-                    apply_entry(self.engine(), &schema, &root.row, &entry)?;
+                    apply_entry(self.engine(), &schema, &root.table, &root.row, &entry)?;
                 }
                 let global = !witness && touches_global_index(&schema, &entry);
                 let next = GroupMeta {
@@ -193,6 +190,9 @@ impl Core {
                 self.counters.applied.fetch_add(1, Ordering::Relaxed);
                 if global {
                     self.queue.applied(root, entry.timestamp);
+                }
+                if !witness && entry.writes.iter().any(|w| matches!(w, Write::Send { .. })) {
+                    self.outboxes.add(root);
                 }
                 expected = Some(next.encode());
                 meta = next;

@@ -3,7 +3,7 @@
 
 use bigtable::{ReadRequest, RowFilter, RowSet};
 
-use super::Core;
+use super::{Core, GroupName};
 use crate::apply::apply_global_indexes;
 use crate::keys::storage_table;
 use crate::layout::{self, column, data_table, GroupMeta};
@@ -147,7 +147,7 @@ impl Core {
                 table: table.clone(),
                 row: row.key,
             };
-            self.transact(&root_table, &root, |tx| {
+            self.transact(GroupName::table(&root_table), &root, |tx| {
                 tx.reindex(index);
                 Ok(())
             })?;

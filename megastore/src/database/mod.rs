@@ -33,9 +33,11 @@ use crate::txn::{Snapshot, Transaction};
 use crate::Error;
 use commit::CommitQueues;
 pub(crate) use commit::{Prepared, Verdict};
+pub use delivery::QueueStats;
 pub(crate) use group::Ran;
 
 mod commit;
+mod delivery;
 pub mod detached;
 mod group;
 mod indexing;
@@ -57,6 +59,9 @@ pub struct DatabaseOptions {
     /// The replicas of the database's groups and this one's place among them; `None`:
     /// this replica alone.
     pub replication: Option<Replication>,
+    /// Runs the queue deliverer in a background thread (the simulator delivers with
+    /// [`Database::deliver_messages`] instead).
+    pub deliver_in_background: bool,
 }
 
 impl Default for DatabaseOptions {
@@ -67,6 +72,7 @@ impl Default for DatabaseOptions {
             replica_id: 0,
             clock: Arc::new(SystemClock),
             replication: None,
+            deliver_in_background: true,
         }
     }
 }
@@ -83,6 +89,29 @@ impl GroupKey {
         GroupKey {
             root: root.into(),
             key,
+        }
+    }
+}
+
+/// A group as a transaction names it: its root table, and its root key when known
+/// (a back-fill walks root rows without decoding their keys).
+#[derive(Clone, Copy)]
+pub(crate) struct GroupName<'a> {
+    pub root: &'a str,
+    pub key: Option<&'a [Value]>,
+}
+
+impl<'a> GroupName<'a> {
+    pub fn table(root: &'a str) -> Self {
+        GroupName { root, key: None }
+    }
+}
+
+impl<'a> From<&'a GroupKey> for GroupName<'a> {
+    fn from(group: &'a GroupKey) -> Self {
+        GroupName {
+            root: &group.root,
+            key: Some(&group.key),
         }
     }
 }
@@ -157,11 +186,14 @@ pub(crate) struct Core {
     suspects: Arc<suspects::Suspects>,
     /// Positions this replica's writers are proposing (current reads wait for them).
     proposing: proposing::Proposing,
+    /// Groups whose outboxes the background deliverer should look at.
+    outboxes: delivery::Outboxes,
 }
 
 pub struct Database {
     core: Arc<Core>,
     indexer: Option<JoinHandle<()>>,
+    deliverer: Option<JoinHandle<()>>,
     maintenance: Option<Maintenance>,
 }
 
@@ -211,6 +243,7 @@ impl Database {
             .filter(|n| !built.contains(n))
             .collect();
         let schema = Arc::new(schema);
+        let background_delivery = options.deliver_in_background;
         let seed = options
             .replication
             .as_ref()
@@ -233,6 +266,7 @@ impl Database {
             commit_queues: CommitQueues::default(),
             suspects: Arc::default(),
             proposing: proposing::Proposing::default(),
+            outboxes: delivery::Outboxes::new(background_delivery),
         });
         core.find_unindexed_groups()?;
         let worker = core.clone();
@@ -241,9 +275,23 @@ impl Database {
             .spawn(move || worker.run_indexer())
             .map_err(|e| Error::Invalid(format!("cannot start the indexer thread: {e}")))?;
         let maintenance = core.start_maintenance()?;
+        let deliverer = match core.options.deliver_in_background {
+            true => {
+                let worker = core.clone();
+                let thread = std::thread::Builder::new()
+                    .name("megastore-queue-deliverer".into())
+                    .spawn(move || worker.run_deliverer())
+                    .map_err(|e| {
+                        Error::Invalid(format!("cannot start the deliverer thread: {e}"))
+                    })?;
+                Some(thread)
+            }
+            false => None,
+        };
         let db = Database {
             core,
             indexer: Some(indexer),
+            deliverer,
             maintenance,
         };
         let unfinished: Vec<String> = db.core.building.read().iter().cloned().collect();
@@ -315,7 +363,7 @@ impl Database {
     ) -> Result<(R, Committed), Error> {
         let root = self.core.root_row(group)?;
         self.core.serves_reads()?;
-        self.core.transact(&group.root, &root, f)
+        self.core.transact(group.into(), &root, f)
     }
 
     /// A snapshot of `group` to read from, as current as `mode` asks.
@@ -335,6 +383,7 @@ impl Database {
             core: &self.core,
             schema,
             root_table: group.root.clone(),
+            root_key: Some(group.key.clone()),
             group_row: root.row,
             position: state.as_ref().map(|s| s.meta.applied),
             timestamp: state.as_ref().map(|s| s.meta.applied_timestamp),
@@ -425,7 +474,7 @@ impl Database {
     ) -> Result<Ran<R>, Error> {
         let root = self.core.root_row(group)?;
         self.core.serves_reads()?;
-        self.core.prepare(&group.root, &root, &mut f)
+        self.core.prepare(group.into(), &root, &mut f)
     }
 
     /// Commits prepared transactions of `group` together, as far as the group-commit
@@ -463,6 +512,29 @@ impl Database {
         self.core.root_row(group)
     }
 
+    /// Delivers every message waiting in an outbox on this replica to its receiver's
+    /// inbox; returns how many it put into inboxes. The background deliverer does this
+    /// as messages are sent; calling it as well is safe (nothing is delivered twice).
+    pub fn deliver_messages(&self) -> Result<u64, Error> {
+        self.core.serves_reads()?;
+        self.core.deliver_from(&self.core.groups_with_mail()?, 1)
+    }
+
+    /// Blocks until the background deliverer has worked every group whose applied
+    /// entries sent messages (or `timeout` passes): whether it did. Without a
+    /// background deliverer, or at a replica not holding the deliverer lease, that is
+    /// at once.
+    pub fn wait_for_delivery(&self, timeout: std::time::Duration) -> bool {
+        self.core.outboxes.wait_until_settled(timeout)
+    }
+
+    /// Each declared queue's backlog: messages in transit and in inboxes, and the
+    /// oldest one's send time, as this replica holds them.
+    pub fn queue_stats(&self) -> Result<Vec<QueueStats>, Error> {
+        self.core.serves_reads()?;
+        self.core.queue_stats()
+    }
+
     /// The coordinator gives up its lease (as on losing the lock service): current
     /// reads here take the majority path until readers validate groups again.
     pub fn drop_coordinator_lease(&self) {
@@ -479,6 +551,10 @@ impl Drop for Database {
         self.core.queue.shut_down();
         if let Some(indexer) = self.indexer.take() {
             let _ = indexer.join();
+        }
+        self.core.outboxes.shut_down();
+        if let Some(deliverer) = self.deliverer.take() {
+            let _ = deliverer.join();
         }
     }
 }

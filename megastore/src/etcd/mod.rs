@@ -62,6 +62,8 @@ pub struct EtcdLocks {
     leases: LeaseClient<Channel>,
     runtime: Arc<tokio::runtime::Runtime>,
     held: Mutex<HashMap<u32, Held>>,
+    /// The etcd lease of each job key this process wrote.
+    jobs: Mutex<HashMap<String, i64>>,
 }
 
 /// Whole seconds, at least `d` (etcd's TTLs are in seconds).
@@ -91,11 +93,39 @@ impl EtcdLocks {
             leases: LeaseClient::new(channel),
             runtime,
             held: Mutex::new(HashMap::new()),
+            jobs: Mutex::new(HashMap::new()),
         })
     }
 
     fn coordinator_key(&self, id: u32) -> String {
         format!("{}/coordinator/{id}", self.prefix)
+    }
+
+    fn job_key(&self, job: &str) -> String {
+        format!("{}/jobs/{job}", self.prefix)
+    }
+
+    /// Keeps the job key alive if this process wrote it, or writes it if nobody holds
+    /// it. The key lives with an etcd lease, so it vanishes when its writer stops.
+    fn try_hold_job(&self, job: &str, holder: u32) -> Result<bool, Error> {
+        let mine = self.jobs.lock().get(job).copied();
+        if let Some(etcd_lease) = mine {
+            if self.keep_alive(etcd_lease)? {
+                return Ok(true);
+            }
+            self.jobs.lock().remove(job);
+        }
+        let etcd_lease = self.grant(seconds_at_least(self.length))?;
+        let key = self.job_key(job);
+        let (ok, _) = self.txn(TxnRequest {
+            compare: vec![absent(&key)],
+            success: vec![put(&key, &holder.to_be_bytes(), etcd_lease)],
+            failure: vec![],
+        })?;
+        if ok {
+            self.jobs.lock().insert(job.to_string(), etcd_lease);
+        }
+        Ok(ok)
     }
 
     fn revoked_key(&self, id: u32) -> String {
@@ -228,6 +258,12 @@ impl LockService for EtcdLocks {
                 Some(self.until(self.clock.now_micros()))
             }
         }
+    }
+
+    fn hold_job(&self, job: &str, holder: u32, _now: i64) -> bool {
+        self.try_hold_job(job, holder)
+            .map_err(|e| tracing::warn!("lease on job {job} not granted: {e}"))
+            .unwrap_or(false)
     }
 
     fn release(&self, id: u32) {

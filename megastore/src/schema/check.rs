@@ -67,6 +67,11 @@ pub(crate) fn check(schema: &Schema, positions: &Positions) -> Result<(), Schema
             );
         }
     }
+    for queue in &schema.queues {
+        if !names.insert(queue.as_str()) {
+            return fail(queue, format!("name {queue} is declared twice"));
+        }
+    }
     Ok(())
 }
 

@@ -17,11 +17,17 @@ pub struct Schema {
     pub name: String,
     pub tables: Vec<Table>,
     pub indexes: Vec<Index>,
+    /// Declared queues (`CREATE QUEUE`): each entity group has an inbox for each.
+    pub queues: Vec<String>,
 }
 
 impl Schema {
     pub fn table(&self, name: &str) -> Option<&Table> {
         self.tables.iter().find(|t| t.name == name)
+    }
+
+    pub fn has_queue(&self, name: &str) -> bool {
+        self.queues.iter().any(|q| q == name)
     }
 }
 

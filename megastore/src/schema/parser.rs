@@ -119,6 +119,7 @@ impl Parser {
             name,
             tables: Vec::new(),
             indexes: Vec::new(),
+            queues: Vec::new(),
         };
         while self.at < self.tokens.len() {
             let (line, column) = self.here();
@@ -131,9 +132,15 @@ impl Parser {
                 let index = self.index()?;
                 self.positions.push((index.name.clone(), line, column));
                 schema.indexes.push(index);
+            } else if self.peek_keyword("QUEUE") {
+                self.at += 1;
+                let queue = self.name("a queue name")?;
+                self.symbol(';')?;
+                self.positions.push((queue.clone(), line, column));
+                schema.queues.push(queue);
             } else {
                 return self.error(format!(
-                    "expected TABLE, LOCAL INDEX or GLOBAL INDEX, found {}",
+                    "expected TABLE, LOCAL INDEX, GLOBAL INDEX or QUEUE, found {}",
                     self.describe_next()
                 ));
             }

@@ -14,6 +14,7 @@
 
 pub mod history;
 pub mod linearizability;
+pub mod mail;
 pub mod network;
 pub mod registers;
 pub mod system;

@@ -17,6 +17,7 @@ CREATE SCHEMA Sim;
 CREATE TABLE Bucket { required int64 g; } PRIMARY KEY(g), ENTITY GROUP ROOT;
 CREATE TABLE Register { required int64 g; required int64 id; optional int64 value; }
   PRIMARY KEY(g, id), IN TABLE Bucket, ENTITY GROUP KEY(g) REFERENCES Bucket;
+CREATE QUEUE Mail;
 ";
 
 pub const GROUPS: i64 = 2;
@@ -342,7 +343,11 @@ fn replay(entry: &LogEntry, state: &mut BTreeMap<Reg, Option<i64>>) {
                     });
                 }
             }
-            Write::Reindex { .. } => {}
+            Write::Reindex { .. }
+            | Write::Send { .. }
+            | Write::Deliver { .. }
+            | Write::Receive { .. }
+            | Write::Forget { .. } => {}
         }
     }
 }

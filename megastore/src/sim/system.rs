@@ -26,7 +26,9 @@
 //! - no acknowledged write is lost: at the end the network heals, every replica
 //!   restarts, and a current read of every key at every replica that serves reads joins
 //!   the history;
-//! - once healed, every replica serves current reads (writes never stop for good).
+//! - once healed, every replica serves current reads (writes never stop for good);
+//! - queue messages (`mail.rs`): delivered exactly once, in order, iff their sending
+//!   entry is chosen, and received at most once.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -38,6 +40,7 @@ use bigtable::fs::{CrashMode, FaultyFs};
 use bigtable::EngineOptions;
 
 use super::history::{check_history, Call, Operation, Status};
+use super::mail::MailLog;
 use super::network::{FaultRates, Network};
 use super::registers::{
     check_serializable, group_key, Observed, Op, Reg, Txn, GROUPS, PER_GROUP, SCHEMA,
@@ -71,6 +74,11 @@ pub struct SystemReport {
     /// Groups whose log a replica cleaned.
     pub log_cleanups: usize,
     pub messages: u64,
+    /// Queue messages clients tried to send, the ones the chosen logs delivered, and
+    /// delivery passes that finished.
+    pub mail_sent: usize,
+    pub mail_delivered: usize,
+    pub mail_deliveries: usize,
     /// Transactions prepared in a batch and committed together.
     pub batched: usize,
     /// Of those, the ones that shared their entry with another.
@@ -122,6 +130,7 @@ struct World {
     down: BTreeMap<usize, usize>,
     /// (group, position) -> the value some replica applied there.
     chosen: BTreeMap<(i64, u64), Vec<u8>>,
+    mail: MailLog,
     report: SystemReport,
 }
 
@@ -192,6 +201,7 @@ pub fn run_system(seed: u64, operations: usize) -> SystemReport {
         database: DatabaseOptions {
             max_attempts: 4,
             log_retention: 4,
+            deliver_in_background: false,
             ..DatabaseOptions::default()
         },
     };
@@ -223,11 +233,14 @@ pub fn run_system(seed: u64, operations: usize) -> SystemReport {
         cluster,
         down: BTreeMap::new(),
         chosen: BTreeMap::new(),
+        mail: MailLog::default(),
         report,
     };
     for step in 0..operations {
         world.fault(step);
-        if world.rng.one_in(4) {
+        if world.rng.one_in(6) {
+            world.mail_operation();
+        } else if world.rng.one_in(4) {
             world.client_batch();
         } else {
             world.client_operation();
@@ -241,6 +254,10 @@ pub fn run_system(seed: u64, operations: usize) -> SystemReport {
     report
         .violations
         .extend(check_serializable(&world.chosen, &report.transactions));
+    let (violations, delivered) = world.mail.check(&world.chosen);
+    report.violations.extend(violations);
+    report.mail_delivered = delivered;
+    report.mail_deliveries = world.mail.deliveries;
     report
 }
 
@@ -335,6 +352,12 @@ impl World {
                     }
                 }
             }
+            28..=30 => {
+                let i = self.rng.below(n) as usize;
+                if let Ok(db) = self.cluster.replica(i) {
+                    let _ = self.mail.deliver(db); // a failed pass leaves the messages
+                }
+            }
             _ => {}
         }
     }
@@ -411,6 +434,57 @@ impl World {
         let done = self.run_one(db, client, op);
         self.record(done);
         self.tick(1);
+    }
+
+    /// A client sends a message between groups (or receives some), or a deliverer
+    /// runs at the client's replica.
+    fn mail_operation(&mut self) {
+        let client = self.rng.below(CLIENTS);
+        let (from, to) = (
+            self.rng.below(GROUPS as u64) as i64,
+            self.rng.below(GROUPS as u64) as i64,
+        );
+        let roll = self.rng.below(10);
+        let max = 1 + self.rng.below(3) as usize;
+        let pause = 1 + self.rng.below(100);
+        self.tick(pause);
+        let Ok(db) = self.cluster.replica(self.client_replica(client)) else {
+            return;
+        };
+        match roll {
+            0..=5 => {
+                self.report.mail_sent += 1;
+                self.mail
+                    .send(db, (from, group_key(from)), (to, group_key(to)));
+            }
+            6..=8 => self.mail.receive(db, &group_key(to), max),
+            _ => {
+                let _ = self.mail.deliver(db);
+            }
+        }
+        self.tick(1);
+    }
+
+    /// After healing: delivers everything and empties every inbox.
+    fn finish_mail(&mut self) {
+        let Some(&replica) = self.serving().first() else {
+            return;
+        };
+        let Ok(db) = self.cluster.replica(replica) else {
+            return;
+        };
+        let mut failures = Vec::new();
+        if let Err(e) = self.mail.deliver(db) {
+            failures.push(format!("after healing, delivery fails: {e}"));
+        }
+        for group in 0..GROUPS {
+            if let Err(e) = self.mail.drain(db, &group_key(group)) {
+                failures.push(format!(
+                    "after healing, group {group}'s inbox cannot be read: {e}"
+                ));
+            }
+        }
+        self.report.violations.extend(failures);
     }
 
     /// Runs `op` as a transaction of its own at `db`.
@@ -644,6 +718,7 @@ impl World {
                 self.record(done);
             }
         }
+        self.finish_mail();
         self.check_chosen();
         self.report.messages = self.net.requests();
     }

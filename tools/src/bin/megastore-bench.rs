@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use benches::megastore_counter::{counter_key, group, open_cluster, Counter, Load};
-use benches::report::{finish, micros, percentile, report_progress, STOP};
+use benches::report::{finish, micros, percentile, report_progress, DataDir, STOP};
 use clap::{Parser, ValueEnum};
 use megastore::cluster::{Cluster, TransportWrapper};
 use megastore::node::{spawn, Services};
@@ -140,13 +140,8 @@ fn run(cli: &Cli) -> Result<String, String> {
     if full.is_empty() {
         return Err("at least one replica must be full (writers write there)".into());
     }
-    let temporary = cli.dir.is_none();
-    let root = cli.dir.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("megastore-bench-{}", std::process::id()))
-    });
-    if root.exists() && std::fs::read_dir(&root).map_or(true, |mut d| d.next().is_some()) {
-        return Err(format!("{} exists and is not empty", root.display()));
-    }
+    let data = DataDir::new(cli.dir.as_deref(), "megastore-bench")?;
+    let root = &data.path;
     let propose = ProposeOptions {
         fast_path: !cli.slow_path,
         parallel: match cli.sends {
@@ -159,11 +154,11 @@ fn run(cli: &Cli) -> Result<String, String> {
     let (cluster, servers) = match cli.transport {
         Via::InProcess => {
             let wrap = with_latency(None, cli)?;
-            let cluster = open_cluster(&root, &kinds, propose, wrap).map_err(|e| e.to_string())?;
+            let cluster = open_cluster(root, &kinds, propose, wrap).map_err(|e| e.to_string())?;
             (cluster, None)
         }
         Via::Grpc => {
-            let (cluster, servers) = over_grpc(&root, &kinds, propose, cli)?;
+            let (cluster, servers) = over_grpc(root, &kinds, propose, cli)?;
             (cluster, Some(servers))
         }
     };
@@ -172,9 +167,6 @@ fn run(cli: &Cli) -> Result<String, String> {
         servers.shutdown_background();
     }
     drop(cluster);
-    if temporary {
-        let _ = std::fs::remove_dir_all(&root);
-    }
     result
 }
 

@@ -39,6 +39,9 @@ struct Totals {
     shared_entry: usize,
     past_read: usize,
     log_cleanups: usize,
+    mail_sent: usize,
+    mail_delivered: usize,
+    mail_deliveries: usize,
 }
 
 impl Totals {
@@ -51,6 +54,9 @@ impl Totals {
         self.shared_entry += report.shared_entry;
         self.past_read += report.past_read;
         self.log_cleanups += report.log_cleanups;
+        self.mail_sent += report.mail_sent;
+        self.mail_delivered += report.mail_delivered;
+        self.mail_deliveries += report.mail_deliveries;
     }
 }
 
@@ -58,7 +64,7 @@ impl std::fmt::Display for Totals {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} acknowledged operations ({} transactions replayed against the log), {} unknown outcomes, {} replica crashes; group commit: {} transactions submitted together, {} sharing an entry, {} past the position after their read; {} log cleanups",
+            "{} acknowledged operations ({} transactions replayed against the log), {} unknown outcomes, {} replica crashes; group commit: {} transactions submitted together, {} sharing an entry, {} past the position after their read; {} log cleanups; queues: {} messages sent, {} delivered, {} delivery passes",
             self.acknowledged,
             self.transactions,
             self.unknown,
@@ -66,7 +72,10 @@ impl std::fmt::Display for Totals {
             self.batched,
             self.shared_entry,
             self.past_read,
-            self.log_cleanups
+            self.log_cleanups,
+            self.mail_sent,
+            self.mail_delivered,
+            self.mail_deliveries
         )
     }
 }
