@@ -307,3 +307,21 @@ impl Transport for LocalTransport {
             .ok_or_else(|| Error::Unavailable(format!("replica {member} is not running")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bigtable::clock::ManualClock;
+
+    #[test]
+    fn a_job_lease_is_one_holders_until_it_lapses() {
+        let locks = LocalLocks::new(Arc::new(ManualClock::new(0)), Duration::from_micros(100));
+        assert!(locks.hold_job("deliver", 1, 0));
+        assert!(!locks.hold_job("deliver", 2, 50));
+        assert!(locks.hold_job("deliver", 1, 90)); // renewed until 190
+        assert!(!locks.hold_job("deliver", 2, 150));
+        assert!(locks.hold_job("other", 2, 150));
+        assert!(locks.hold_job("deliver", 2, 190)); // lapsed: passes on
+        assert!(!locks.hold_job("deliver", 1, 200));
+    }
+}

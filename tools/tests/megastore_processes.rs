@@ -192,6 +192,12 @@ fn etcd_leases_renew_in_one_epoch_and_a_revocation_ends_it() {
     assert_ne!(four.epoch, first.epoch);
     locks.release(4);
     assert_eq!(other.revoke(4), None, "released: nothing to wait for");
+
+    // A job's lease is one holder's at a time; its holder renews it.
+    assert!(locks.hold_job("deliver", 1, 0));
+    assert!(!other.hold_job("deliver", 2, 0));
+    assert!(locks.hold_job("deliver", 1, 100));
+    assert!(other.hold_job("another job", 2, 0));
 }
 
 #[test]
