@@ -104,6 +104,7 @@ fn commits(c: &mut Criterion) {
         threads,
         groups,
         counter,
+        two_phase: false,
     };
     let one = load(1, 1, Counter::Shared);
     let (only, spread) = (Writers::OneReplica, Writers::Spread);

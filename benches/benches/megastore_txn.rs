@@ -76,6 +76,7 @@ fn commits(c: &mut Criterion) {
         threads,
         groups,
         counter,
+        two_phase: false,
     };
     commit_case(c, "commit_one_group", load(1, 1, Counter::Shared));
     commit_case(c, "commit_one_group", load(4, 1, Counter::Shared));

@@ -98,6 +98,9 @@ pub struct Load {
     pub threads: u64,
     pub groups: u64,
     pub counter: Counter,
+    /// Each transaction increments a counter in its group and in the next one, as one
+    /// two-phase transaction (`Database::transact_multi`).
+    pub two_phase: bool,
 }
 
 impl Load {
@@ -131,8 +134,18 @@ impl Load {
                         for i in 0..per_thread {
                             let id = ((t + i * self.threads) % self.groups) as i64;
                             let began = Instant::now();
-                            db.transact(&group(id), |tx| increment(tx, id, n))
-                                .expect("commit during benchmark");
+                            if self.two_phase {
+                                let next = (id + 1) % self.groups as i64;
+                                db.transact_multi(&[group(id), group(next)], |tx| {
+                                    increment(tx.on(&group(id))?, id, n)?;
+                                    increment(tx.on(&group(next))?, next, n)
+                                })
+                                .map(|_| ())
+                            } else {
+                                db.transact(&group(id), |tx| increment(tx, id, n))
+                                    .map(|_| ())
+                            }
+                            .expect("commit during benchmark");
                             latencies.push(began.elapsed());
                             done.fetch_add(1, Ordering::Relaxed);
                         }

@@ -42,10 +42,11 @@ pub fn apply_entry(
     group_row: &[u8],
     entry: &LogEntry,
 ) -> Result<(), Error> {
-    let changes = changes(engine, schema, group_row, entry)?;
+    let changes = changes(engine, schema, root_table, group_row, entry)?;
     let mut batch = Batch::new();
     let rows = batch.entry(root_table.to_string()).or_default();
     mailbox_mutations(engine, root_table, entry, group_row, rows)?;
+    two_phase_mutations(engine, root_table, entry, group_row, rows)?;
     for change in &changes {
         if change.only_index.is_none() {
             data_mutations(schema, change, entry.timestamp, &mut batch);
@@ -66,6 +67,7 @@ pub fn apply_entry(
 pub fn apply_global_indexes(
     engine: &Engine,
     schema: &Schema,
+    root_table: &str,
     group_row: &[u8],
     entry: &LogEntry,
 ) -> Result<(), Error> {
@@ -73,7 +75,7 @@ pub fn apply_global_indexes(
         return Ok(());
     }
     let mut batch = Batch::new();
-    for change in &changes(engine, schema, group_row, entry)? {
+    for change in &changes(engine, schema, root_table, group_row, entry)? {
         index_mutations(
             schema,
             group_row,
@@ -88,28 +90,25 @@ pub fn apply_global_indexes(
 
 /// Whether the entry changes any global index (the indexer has work to do for it).
 pub fn touches_global_index(schema: &Schema, entry: &LogEntry) -> bool {
-    let global = |i: &&Index| i.scope == IndexScope::Global;
-    entry.writes.iter().any(|w| match w {
-        Write::Put(e) => schema
-            .indexes
-            .iter()
-            .filter(global)
-            .any(|i| i.table == e.table),
-        Write::Delete { table, .. } => schema
-            .indexes
-            .iter()
-            .filter(global)
-            .any(|i| &i.table == table),
-        Write::Reindex { index } => schema
-            .indexes
-            .iter()
-            .filter(global)
-            .any(|i| &i.name == index),
+    entry.writes.iter().any(|w| touches_global(schema, w))
+}
+
+fn touches_global(schema: &Schema, write: &Write) -> bool {
+    let mut global = schema
+        .indexes
+        .iter()
+        .filter(|i| i.scope == IndexScope::Global);
+    match write {
+        Write::Put(e) => global.any(|i| i.table == e.table),
+        Write::Delete { table, .. } => global.any(|i| &i.table == table),
+        Write::Reindex { index } => global.any(|i| &i.name == index),
+        Write::Resolve { writes, .. } => writes.iter().any(|w| touches_global(schema, w)),
         Write::Send { .. }
         | Write::Deliver { .. }
         | Write::Receive { .. }
-        | Write::Forget { .. } => false,
-    })
+        | Write::Forget { .. }
+        | Write::Prepare { .. } => false,
+    }
 }
 
 /// The entry's queue cells: the messages it sends go to the outbox, the ones it
@@ -197,7 +196,7 @@ fn mailbox_mutations(
                 let row = queue::head_row(group_row, queue, kind);
                 cell(row, queue::head_of(kind), queue, queue::id_cell(head));
             }
-            Write::Put(_) | Write::Delete { .. } | Write::Reindex { .. } => {}
+            _ => {}
         }
     }
     Ok(())
@@ -206,74 +205,237 @@ fn mailbox_mutations(
 fn changes<'s>(
     engine: &Engine,
     schema: &'s Schema,
+    root_table: &str,
     group_row: &[u8],
     entry: &LogEntry,
 ) -> Result<Vec<Change<'s>>, Error> {
-    let before = Some(entry.timestamp - 1);
+    let mut out = Vec::new();
+    for write in &entry.writes {
+        match write {
+            Write::Resolve {
+                txid,
+                commit,
+                decide,
+                writes,
+            } => {
+                let r = resolution(
+                    engine,
+                    (root_table, group_row),
+                    entry.timestamp,
+                    *txid,
+                    (*commit, *decide),
+                )?;
+                if r.prepared && r.commit {
+                    for write in writes {
+                        data_changes(engine, schema, group_row, entry.timestamp, write, &mut out)?;
+                    }
+                }
+            }
+            write => data_changes(engine, schema, group_row, entry.timestamp, write, &mut out)?,
+        }
+    }
+    Ok(out)
+}
+
+/// The entity changes of one write at timestamp `ts` (none for queue and two-phase
+/// bookkeeping).
+fn data_changes<'s>(
+    engine: &Engine,
+    schema: &'s Schema,
+    group_row: &[u8],
+    ts: i64,
+    write: &Write,
+    out: &mut Vec<Change<'s>>,
+) -> Result<(), Error> {
+    let before = Some(ts - 1);
     let table_of = |name: &str| {
         schema
             .table(name)
             .ok_or_else(|| Error::Damaged(format!("log entry names unknown table {name}")))
     };
-    let mut out = Vec::new();
+    match write {
+        Write::Put(entity) => {
+            let table = table_of(&entity.table)?;
+            let row = row_key(schema, &table.name, &entity.key(table)?)?;
+            let old = read::get(engine, schema, &table.name, &row, before)?;
+            out.push(Change {
+                table,
+                row,
+                old,
+                new: Some(entity.clone()),
+                only_index: None,
+            });
+        }
+        Write::Delete { table, key } => {
+            let table = table_of(table)?;
+            let row = row_key(schema, &table.name, key)?;
+            let old = read::get(engine, schema, &table.name, &row, before)?;
+            out.push(Change {
+                table,
+                row,
+                old,
+                new: None,
+                only_index: None,
+            });
+        }
+        Write::Reindex { index } => {
+            let def = schema
+                .indexes
+                .iter()
+                .find(|i| &i.name == index)
+                .ok_or_else(|| Error::Damaged(format!("log entry names unknown index {index}")))?;
+            let table = table_of(&def.table)?;
+            let rows = RowRange {
+                start: std::ops::Bound::Included(group_row.to_vec()),
+                end: prefix_end(group_row)
+                    .map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded),
+            };
+            for entity in read::scan(engine, schema, &table.name, rows, before)? {
+                let row = row_key(schema, &table.name, &entity.key(table)?)?;
+                out.push(Change {
+                    table,
+                    row,
+                    old: None,
+                    new: Some(entity),
+                    only_index: Some(&def.name),
+                });
+            }
+        }
+        Write::Send { .. }
+        | Write::Deliver { .. }
+        | Write::Receive { .. }
+        | Write::Forget { .. }
+        | Write::Prepare { .. }
+        | Write::Resolve { .. } => {}
+    }
+    Ok(())
+}
+
+/// What a resolve write at timestamp `ts` does in this group, from the state just
+/// before it.
+struct Resolution {
+    /// The part is still prepared here (else the write does nothing: resolved before).
+    prepared: bool,
+    /// The transaction commits: the decision recorded before, at the coordinator; the
+    /// write's own otherwise.
+    commit: bool,
+    /// This write records the decision (at the coordinator, when none is recorded).
+    records_decision: bool,
+}
+
+fn resolution(
+    engine: &Engine,
+    (root_table, group_row): (&str, &[u8]),
+    ts: i64,
+    txid: u64,
+    (commit, decide): (bool, bool),
+) -> Result<Resolution, Error> {
+    let before = Some(ts - 1);
+    let prepared = crate::prepared::is_prepared(engine, root_table, group_row, txid, before)?;
+    let recorded = match decide {
+        true => crate::prepared::read_decision(engine, root_table, group_row, txid, before)?,
+        false => None,
+    };
+    Ok(Resolution {
+        prepared,
+        commit: recorded.unwrap_or(commit),
+        records_decision: decide && recorded.is_none(),
+    })
+}
+
+/// The entry's two-phase cells: a prepare records its part; a resolve empties the
+/// record and, at the coordinator, records the decision if none is.
+fn two_phase_mutations(
+    engine: &Engine,
+    root_table: &str,
+    entry: &LogEntry,
+    group_row: &[u8],
+    rows: &mut BTreeMap<Vec<u8>, Vec<Mutation>>,
+) -> Result<(), Error> {
+    use crate::prepared::{self, FAMILY};
+    let mut cell = |row: Vec<u8>, qualifier: Vec<u8>, value: Vec<u8>| {
+        rows.entry(row).or_default().push(Mutation::SetCell {
+            family: FAMILY.as_bytes().to_vec(),
+            qualifier,
+            timestamp: Some(entry.timestamp),
+            value,
+        });
+    };
+    // The live list as this entry changes it (read once, written once).
+    let mut live: Option<Vec<u64>> = None;
+    let mut live_now = |f: &mut dyn FnMut(&mut Vec<u64>)| -> Result<(), Error> {
+        let list = match live.as_mut() {
+            Some(list) => list,
+            None => live.insert(prepared::read_live(
+                engine,
+                root_table,
+                group_row,
+                Some(entry.timestamp - 1),
+            )?),
+        };
+        f(list);
+        Ok(())
+    };
     for write in &entry.writes {
         match write {
-            Write::Put(entity) => {
-                let table = table_of(&entity.table)?;
-                let row = row_key(schema, &table.name, &entity.key(table)?)?;
-                let old = read::get(engine, schema, &table.name, &row, before)?;
-                out.push(Change {
-                    table,
-                    row,
-                    old,
-                    new: Some(entity.clone()),
-                    only_index: None,
-                });
+            Write::Prepare {
+                txid,
+                coordinator,
+                participant,
+                reads,
+                writes,
+            } => {
+                live_now(&mut |list| {
+                    if !list.contains(txid) {
+                        list.push(*txid);
+                    }
+                })?;
+                cell(
+                    prepared::record_row(group_row, *txid),
+                    prepared::record_qualifier(),
+                    prepared::record_cell(coordinator, participant, reads, writes),
+                );
             }
-            Write::Delete { table, key } => {
-                let table = table_of(table)?;
-                let row = row_key(schema, &table.name, key)?;
-                let old = read::get(engine, schema, &table.name, &row, before)?;
-                out.push(Change {
-                    table,
-                    row,
-                    old,
-                    new: None,
-                    only_index: None,
-                });
-            }
-            Write::Reindex { index } => {
-                let def = schema
-                    .indexes
-                    .iter()
-                    .find(|i| &i.name == index)
-                    .ok_or_else(|| {
-                        Error::Damaged(format!("log entry names unknown index {index}"))
-                    })?;
-                let table = table_of(&def.table)?;
-                let rows = RowRange {
-                    start: std::ops::Bound::Included(group_row.to_vec()),
-                    end: prefix_end(group_row)
-                        .map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded),
-                };
-                for entity in read::scan(engine, schema, &table.name, rows, before)? {
-                    let row = row_key(schema, &table.name, &entity.key(table)?)?;
-                    out.push(Change {
-                        table,
-                        row,
-                        old: None,
-                        new: Some(entity),
-                        only_index: Some(&def.name),
-                    });
+            Write::Resolve {
+                txid,
+                commit,
+                decide,
+                ..
+            } => {
+                let r = resolution(
+                    engine,
+                    (root_table, group_row),
+                    entry.timestamp,
+                    *txid,
+                    (*commit, *decide),
+                )?;
+                if r.records_decision {
+                    cell(
+                        prepared::decision_row(group_row, *txid),
+                        prepared::decision_qualifier(),
+                        prepared::decision_cell(r.commit),
+                    );
+                }
+                if r.prepared {
+                    live_now(&mut |list| list.retain(|t| t != txid))?;
+                    cell(
+                        prepared::record_row(group_row, *txid),
+                        prepared::record_qualifier(),
+                        Vec::new(),
+                    );
                 }
             }
-            Write::Send { .. }
-            | Write::Deliver { .. }
-            | Write::Receive { .. }
-            | Write::Forget { .. } => {}
+            _ => {}
         }
     }
-    Ok(out)
+    if let Some(list) = live {
+        cell(
+            prepared::live_row(group_row),
+            prepared::live_qualifier(),
+            prepared::live_cell(&list),
+        );
+    }
+    Ok(())
 }
 
 /// The entity's cells: its existence marker, and every declared property (empty when

@@ -62,6 +62,41 @@ impl Footprint {
         self.add_row("#watermark", &row);
     }
 
+    /// A flag byte (1: the whole group), then the count of rows and each (table, row).
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        out.push(u8::from(self.whole_group));
+        bigtable::coding::put_varint(out, self.rows.len() as u64);
+        for (table, row) in &self.rows {
+            crate::entity::put_bytes(out, table.as_bytes());
+            crate::entity::put_bytes(out, row);
+        }
+    }
+
+    pub(crate) fn read(r: &mut bigtable::coding::Reader<'_>) -> Option<Footprint> {
+        let whole_group = match r.u8()? {
+            0 => false,
+            1 => true,
+            _ => return None,
+        };
+        let n = r.varint_usize()?;
+        if n > r.remaining() {
+            return None;
+        }
+        let mut rows = BTreeSet::new();
+        for _ in 0..n {
+            let table = String::from_utf8(crate::entity::read_bytes(r)?.to_vec()).ok()?;
+            rows.insert((table, crate::entity::read_bytes(r)?.to_vec()));
+        }
+        Some(Footprint { whole_group, rows })
+    }
+
+    /// Two-phase transaction `txid`'s state in the group, as one entity: every resolve
+    /// reads and writes it, so two resolves of one transaction (its coordinator's and a
+    /// finisher's) never share an entry, and the second sees the first.
+    pub fn add_two_phase(&mut self, txid: u64) {
+        self.add_row("#two-phase", &txid.to_be_bytes());
+    }
+
     pub fn add_whole_group(&mut self) {
         self.whole_group = true;
         self.rows.clear();
@@ -77,8 +112,13 @@ impl Footprint {
 
     /// The entities `entry` writes, under the schema it was written with.
     pub fn written_by(schema: &Schema, entry: &LogEntry) -> Result<Footprint, Error> {
+        Self::of_writes(schema, &entry.writes)
+    }
+
+    /// The entities `writes` write.
+    pub fn of_writes(schema: &Schema, writes: &[Write]) -> Result<Footprint, Error> {
         let mut written = Footprint::default();
-        for write in &entry.writes {
+        for write in writes {
             match write {
                 Write::Put(entity) => {
                     let table = schema.table(&entity.table).ok_or_else(|| {
@@ -99,6 +139,19 @@ impl Footprint {
                 // New outbox cells and emptied delivered ones: nobody reads either in
                 // a transaction (the deliverer reads the outbox outside one).
                 Write::Send { .. } | Write::Forget { .. } => {}
+                // A prepare writes no entity (it locks them: `database/commit.rs`).
+                Write::Prepare { .. } => {}
+                Write::Resolve {
+                    txid,
+                    commit,
+                    writes,
+                    ..
+                } => {
+                    written.add_two_phase(*txid);
+                    if *commit {
+                        written.extend(&Self::of_writes(schema, writes)?);
+                    }
+                }
             }
         }
         Ok(written)

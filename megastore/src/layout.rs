@@ -38,7 +38,13 @@ pub fn global_index_table(schema: &Schema, index: &str) -> String {
 
 /// Creates every Bigtable table the schema needs that does not exist yet.
 pub fn create_tables(engine: &Engine, schema: &Schema) -> Result<(), Error> {
-    let mut data = TableSchema::with_families([PROPS, EXISTS, LOCAL_INDEX, crate::queue::FAMILY]);
+    let mut data = TableSchema::with_families([
+        PROPS,
+        EXISTS,
+        LOCAL_INDEX,
+        crate::queue::FAMILY,
+        crate::prepared::FAMILY,
+    ]);
     // Replication state is overwritten in place: keep only the newest cell.
     data.families.insert(LOG.into(), GcRule::MaxVersions(1));
     data.families.insert(META.into(), GcRule::MaxVersions(1));

@@ -23,6 +23,7 @@ pub mod layout;
 pub mod log;
 pub mod node;
 pub mod paxos;
+pub mod prepared;
 pub mod queue;
 pub mod read;
 pub mod remote;
@@ -35,7 +36,10 @@ pub mod tls;
 pub mod txn;
 
 pub use database::detached::{Mutation, ReadSet, ReadToken};
-pub use database::{Committed, Database, DatabaseOptions, DatabaseStats, GroupKey, Stale};
+pub use database::{
+    Committed, Database, DatabaseOptions, DatabaseStats, GroupKey, MultiCommitted,
+    MultiTransaction, PreparedMulti, Stale,
+};
 pub use entity::{Entity, Prop};
 pub use index::{merge_join, IndexHit};
 pub use keys::Value;
@@ -60,6 +64,10 @@ pub enum Error {
     /// Too few replicas answered to choose a value.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// An entity the transaction writes (or, for a two-phase transaction, reads) is
+    /// locked by a prepared two-phase transaction until it is resolved.
+    #[error("locked by the prepared two-phase transaction {txid:016x} until it is resolved")]
+    Locked { txid: u64 },
     #[error("index {0} is still being back-filled")]
     IndexNotReady(String),
     #[error("stored data is damaged: {0}")]

@@ -7,6 +7,7 @@ use bigtable::coding::Reader;
 
 use crate::entity::{damaged, encode_prop, put_bytes, read_bytes, read_prop, read_value};
 use crate::entity::{encode_value, Entity};
+use crate::footprint::Footprint;
 use crate::keys::Value;
 use crate::queue::{encode_group, read_group, IdentifiedPayloads, MessageId};
 use crate::{Error, GroupKey};
@@ -43,6 +44,25 @@ pub enum Write {
     },
     /// Deletes these delivered messages from this group's outbox of `queue`.
     Forget { queue: String, ids: Vec<MessageId> },
+    /// Prepares this group's part of two-phase transaction `txid`: records it (what it
+    /// read, and its writes, which are puts and deletes) and locks the entities it
+    /// read or writes until it is resolved. `coordinator` holds the decision.
+    Prepare {
+        txid: u64,
+        coordinator: GroupKey,
+        participant: GroupKey,
+        reads: Footprint,
+        writes: Vec<Write>,
+    },
+    /// Ends this group's part of `txid`: applies `writes` (its prepared writes) if the
+    /// transaction commits, and unlocks. At the coordinator (`decide`), it also records
+    /// the decision, unless one is recorded already, which then stands instead.
+    Resolve {
+        txid: u64,
+        commit: bool,
+        decide: bool,
+        writes: Vec<Write>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -70,6 +90,8 @@ const SEND: u8 = 4;
 const DELIVER: u8 = 5;
 const RECEIVE: u8 = 6;
 const FORGET: u8 = 7;
+const PREPARE: u8 = 8;
+const RESOLVE: u8 = 9;
 
 impl LogEntry {
     pub fn encode(&self) -> Vec<u8> {
@@ -80,67 +102,7 @@ impl LogEntry {
         out.extend_from_slice(&self.proposal.to_be_bytes());
         bigtable::coding::put_varint(&mut out, self.writes.len() as u64);
         for write in &self.writes {
-            match write {
-                Write::Put(entity) => {
-                    out.push(PUT);
-                    put_bytes(&mut out, entity.table.as_bytes());
-                    bigtable::coding::put_varint(&mut out, entity.props.len() as u64);
-                    for (name, prop) in &entity.props {
-                        put_bytes(&mut out, name.as_bytes());
-                        encode_prop(&mut out, prop);
-                    }
-                }
-                Write::Delete { table, key } => {
-                    out.push(DELETE);
-                    put_bytes(&mut out, table.as_bytes());
-                    bigtable::coding::put_varint(&mut out, key.len() as u64);
-                    for v in key {
-                        encode_value(&mut out, v);
-                    }
-                }
-                Write::Reindex { index } => {
-                    out.push(REINDEX);
-                    put_bytes(&mut out, index.as_bytes());
-                }
-                Write::Send {
-                    queue,
-                    from,
-                    to,
-                    payload,
-                } => {
-                    out.push(SEND);
-                    put_bytes(&mut out, queue.as_bytes());
-                    encode_group(&mut out, from);
-                    encode_group(&mut out, to);
-                    put_bytes(&mut out, payload);
-                }
-                Write::Deliver {
-                    queue,
-                    from,
-                    messages,
-                } => {
-                    out.push(DELIVER);
-                    put_bytes(&mut out, queue.as_bytes());
-                    encode_group(&mut out, from);
-                    bigtable::coding::put_varint(&mut out, messages.len() as u64);
-                    for (id, payload) in messages {
-                        id.encode(&mut out);
-                        put_bytes(&mut out, payload);
-                    }
-                }
-                Write::Receive { queue, slots: ids } | Write::Forget { queue, ids } => {
-                    out.push(if matches!(write, Write::Receive { .. }) {
-                        RECEIVE
-                    } else {
-                        FORGET
-                    });
-                    put_bytes(&mut out, queue.as_bytes());
-                    bigtable::coding::put_varint(&mut out, ids.len() as u64);
-                    for id in ids {
-                        id.encode(&mut out);
-                    }
-                }
-            }
+            encode_write(&mut out, write);
         }
         out
     }
@@ -163,66 +125,7 @@ impl LogEntry {
         }
         let mut writes = Vec::with_capacity(n);
         for _ in 0..n {
-            writes.push(match r.u8()? {
-                PUT => {
-                    let mut entity = Entity::new(read_string(r)?);
-                    for _ in 0..r.varint_usize()? {
-                        let name = read_string(r)?;
-                        entity.props.insert(name, read_prop(r)?);
-                    }
-                    Write::Put(entity)
-                }
-                DELETE => {
-                    let table = read_string(r)?;
-                    let count = r.varint_usize()?;
-                    if count > r.remaining() {
-                        return None;
-                    }
-                    let key = (0..count).map(|_| read_value(r)).collect::<Option<_>>()?;
-                    Write::Delete { table, key }
-                }
-                REINDEX => Write::Reindex {
-                    index: read_string(r)?,
-                },
-                SEND => Write::Send {
-                    queue: read_string(r)?,
-                    from: read_group(r)?,
-                    to: read_group(r)?,
-                    payload: read_bytes(r)?.to_vec(),
-                },
-                DELIVER => {
-                    let queue = read_string(r)?;
-                    let from = read_group(r)?;
-                    let count = r.varint_usize()?;
-                    if count > r.remaining() {
-                        return None;
-                    }
-                    let messages = (0..count)
-                        .map(|_| Some((MessageId::read(r)?, read_bytes(r)?.to_vec())))
-                        .collect::<Option<_>>()?;
-                    Write::Deliver {
-                        queue,
-                        from,
-                        messages,
-                    }
-                }
-                tag @ (RECEIVE | FORGET) => {
-                    let queue = read_string(r)?;
-                    let count = r.varint_usize()?;
-                    if count > r.remaining() {
-                        return None;
-                    }
-                    let ids = (0..count)
-                        .map(|_| MessageId::read(r))
-                        .collect::<Option<_>>()?;
-                    if tag == RECEIVE {
-                        Write::Receive { queue, slots: ids }
-                    } else {
-                        Write::Forget { queue, ids }
-                    }
-                }
-                _ => return None,
-            });
+            writes.push(read_write(r)?);
         }
         r.is_empty().then_some(LogEntry {
             timestamp,
@@ -232,6 +135,202 @@ impl LogEntry {
             writes,
         })
     }
+}
+
+/// One write, as in a log entry: a tag byte, then its fields.
+fn encode_write(out: &mut Vec<u8>, write: &Write) {
+    match write {
+        Write::Put(entity) => {
+            out.push(PUT);
+            put_bytes(out, entity.table.as_bytes());
+            bigtable::coding::put_varint(out, entity.props.len() as u64);
+            for (name, prop) in &entity.props {
+                put_bytes(out, name.as_bytes());
+                encode_prop(out, prop);
+            }
+        }
+        Write::Delete { table, key } => {
+            out.push(DELETE);
+            put_bytes(out, table.as_bytes());
+            bigtable::coding::put_varint(out, key.len() as u64);
+            for v in key {
+                encode_value(out, v);
+            }
+        }
+        Write::Reindex { index } => {
+            out.push(REINDEX);
+            put_bytes(out, index.as_bytes());
+        }
+        Write::Send {
+            queue,
+            from,
+            to,
+            payload,
+        } => {
+            out.push(SEND);
+            put_bytes(out, queue.as_bytes());
+            encode_group(out, from);
+            encode_group(out, to);
+            put_bytes(out, payload);
+        }
+        Write::Deliver {
+            queue,
+            from,
+            messages,
+        } => {
+            out.push(DELIVER);
+            put_bytes(out, queue.as_bytes());
+            encode_group(out, from);
+            bigtable::coding::put_varint(out, messages.len() as u64);
+            for (id, payload) in messages {
+                id.encode(out);
+                put_bytes(out, payload);
+            }
+        }
+        Write::Receive { queue, slots: ids } | Write::Forget { queue, ids } => {
+            out.push(if matches!(write, Write::Receive { .. }) {
+                RECEIVE
+            } else {
+                FORGET
+            });
+            put_bytes(out, queue.as_bytes());
+            bigtable::coding::put_varint(out, ids.len() as u64);
+            for id in ids {
+                id.encode(out);
+            }
+        }
+        Write::Prepare {
+            txid,
+            coordinator,
+            participant,
+            reads,
+            writes,
+        } => {
+            out.push(PREPARE);
+            out.extend_from_slice(&txid.to_be_bytes());
+            encode_group(out, coordinator);
+            encode_group(out, participant);
+            reads.encode(out);
+            encode_writes(out, writes);
+        }
+        Write::Resolve {
+            txid,
+            commit,
+            decide,
+            writes,
+        } => {
+            out.push(RESOLVE);
+            out.extend_from_slice(&txid.to_be_bytes());
+            out.push(u8::from(*commit) | (u8::from(*decide) << 1));
+            encode_writes(out, writes);
+        }
+    }
+}
+
+/// A count, then each write.
+pub(crate) fn encode_writes(out: &mut Vec<u8>, writes: &[Write]) {
+    bigtable::coding::put_varint(out, writes.len() as u64);
+    for write in writes {
+        encode_write(out, write);
+    }
+}
+
+/// Writes as [`encode_writes`] puts them, when each is a put or a delete (what a
+/// two-phase transaction's part holds).
+pub(crate) fn read_data_writes(r: &mut Reader<'_>) -> Option<Vec<Write>> {
+    let n = r.varint_usize()?;
+    if n > r.remaining() {
+        return None;
+    }
+    (0..n)
+        .map(|_| match read_write(r)? {
+            w @ (Write::Put(_) | Write::Delete { .. }) => Some(w),
+            _ => None,
+        })
+        .collect()
+}
+
+fn read_write(r: &mut Reader<'_>) -> Option<Write> {
+    Some(match r.u8()? {
+        PUT => {
+            let mut entity = Entity::new(read_string(r)?);
+            for _ in 0..r.varint_usize()? {
+                let name = read_string(r)?;
+                entity.props.insert(name, read_prop(r)?);
+            }
+            Write::Put(entity)
+        }
+        DELETE => {
+            let table = read_string(r)?;
+            let count = r.varint_usize()?;
+            if count > r.remaining() {
+                return None;
+            }
+            let key = (0..count).map(|_| read_value(r)).collect::<Option<_>>()?;
+            Write::Delete { table, key }
+        }
+        REINDEX => Write::Reindex {
+            index: read_string(r)?,
+        },
+        SEND => Write::Send {
+            queue: read_string(r)?,
+            from: read_group(r)?,
+            to: read_group(r)?,
+            payload: read_bytes(r)?.to_vec(),
+        },
+        DELIVER => {
+            let queue = read_string(r)?;
+            let from = read_group(r)?;
+            let count = r.varint_usize()?;
+            if count > r.remaining() {
+                return None;
+            }
+            let messages = (0..count)
+                .map(|_| Some((MessageId::read(r)?, read_bytes(r)?.to_vec())))
+                .collect::<Option<_>>()?;
+            Write::Deliver {
+                queue,
+                from,
+                messages,
+            }
+        }
+        tag @ (RECEIVE | FORGET) => {
+            let queue = read_string(r)?;
+            let count = r.varint_usize()?;
+            if count > r.remaining() {
+                return None;
+            }
+            let ids = (0..count)
+                .map(|_| MessageId::read(r))
+                .collect::<Option<_>>()?;
+            if tag == RECEIVE {
+                Write::Receive { queue, slots: ids }
+            } else {
+                Write::Forget { queue, ids }
+            }
+        }
+        PREPARE => Write::Prepare {
+            txid: u64::from_be_bytes(r.take(8)?.try_into().ok()?),
+            coordinator: read_group(r)?,
+            participant: read_group(r)?,
+            reads: Footprint::read(r)?,
+            writes: read_data_writes(r)?,
+        },
+        RESOLVE => {
+            let txid = u64::from_be_bytes(r.take(8)?.try_into().ok()?);
+            let flags = r.u8()?;
+            if flags > 3 {
+                return None;
+            }
+            Write::Resolve {
+                txid,
+                commit: flags & 1 == 1,
+                decide: flags & 2 == 2,
+                writes: read_data_writes(r)?,
+            }
+        }
+        _ => return None,
+    })
 }
 
 fn read_string(r: &mut Reader<'_>) -> Option<String> {
@@ -293,6 +392,28 @@ mod tests {
                         timestamp: 4,
                         seq: 2,
                     }],
+                },
+                Write::Prepare {
+                    txid: 77,
+                    coordinator: GroupKey::new("User", vec![Value::Int64(1)]),
+                    participant: GroupKey::new("User", vec![Value::Int64(2)]),
+                    reads: {
+                        let mut f = Footprint::default();
+                        f.add_row("Photo", b"row");
+                        f
+                    },
+                    writes: vec![Write::Delete {
+                        table: "Photo".into(),
+                        key: vec![Value::Int64(2), Value::Int32(1)],
+                    }],
+                },
+                Write::Resolve {
+                    txid: 77,
+                    commit: true,
+                    decide: false,
+                    writes: vec![Write::Put(
+                        Entity::new("User").set("user_id", Value::Int64(2)),
+                    )],
                 },
             ],
         };

@@ -23,6 +23,8 @@ use crate::{Error, GroupKey};
 pub struct Snapshot<'d> {
     pub(crate) core: &'d Core,
     pub(crate) schema: Arc<Schema>,
+    /// The version of `schema`.
+    pub(crate) schema_version: u64,
     pub(crate) root_table: String,
     /// The root entity's key (`None` inside a back-fill, which sends nothing).
     pub(crate) root_key: Option<Vec<Value>>,

@@ -2,7 +2,8 @@
 //! database under faults, every history checked for linearizability and every
 //! acknowledged transaction against a replay of the chosen log (serializability, with
 //! group commit), every queue message delivered exactly once iff its send was chosen
-//! (`sim/mail.rs`); and a seed replays byte for byte.
+//! (`sim/mail.rs`), two-phase transfers conserving money and leaving nothing prepared
+//! (`sim/transfers.rs`); and a seed replays byte for byte.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
@@ -14,6 +15,7 @@ fn seeds_keep_every_invariant() {
     let mut totals = (0, 0, 0, 0);
     let (mut shared_entry, mut past_read, mut log_cleanups) = (0, 0, 0);
     let (mut mail_sent, mut mail_delivered) = (0, 0);
+    let (mut transfers, mut abandoned) = (0, 0);
     for seed in 0..SEEDS {
         let report = run_system(seed, 60);
         assert!(
@@ -30,6 +32,8 @@ fn seeds_keep_every_invariant() {
         log_cleanups += report.log_cleanups;
         mail_sent += report.mail_sent;
         mail_delivered += report.mail_delivered;
+        transfers += report.transfers_committed;
+        abandoned += report.transfers_abandoned;
     }
     eprintln!(
         "{SEEDS} seeds: {} acknowledged, {} unknown, {} crashes, {} scavenged; \
@@ -48,6 +52,11 @@ fn seeds_keep_every_invariant() {
     assert!(log_cleanups > 0, "replicas cleaned their logs");
     eprintln!("queues: {mail_sent} messages sent, {mail_delivered} delivered exactly once");
     assert!(mail_delivered > 0, "queue messages were delivered");
+    eprintln!("two-phase: {transfers} transfers committed, {abandoned} abandoned midway");
+    assert!(
+        transfers > 0 && abandoned > 0,
+        "two-phase transfers committed, and coordinators stopped midway"
+    );
 }
 
 const SEEDS: u64 = 300;

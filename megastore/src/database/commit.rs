@@ -92,7 +92,20 @@ impl Core {
                     break;
                 }
             };
+            let locks = match self.prepared_locks(root, &state) {
+                Ok(locks) => locks,
+                Err(e) => {
+                    for &i in &waiting {
+                        verdicts[i] = Some(Err(duplicate(&e)));
+                    }
+                    break;
+                }
+            };
             for &i in &waiting {
+                if let Some(txid) = locked_out(&txs[i], &locks) {
+                    verdicts[i] = Some(Err(Error::Locked { txid }));
+                    continue;
+                }
                 match self.still_valid(root, &state, &txs[i], &mut chosen_entries) {
                     Ok(true) => {}
                     Ok(false) => verdicts[i] = Some(Ok(Verdict::Rerun)),
@@ -157,6 +170,29 @@ impl Core {
                 e.schema_version == tx.schema_version && !e.written.overlaps(&tx.reads)
             })
         }))
+    }
+
+    /// What the group's prepared two-phase transactions lock as of `state`: per
+    /// transaction, the entities it read and the ones it writes.
+    fn prepared_locks(&self, root: &RootRow, state: &GroupState) -> Result<Vec<Lock>, Error> {
+        let records = crate::prepared::group_records(
+            self.engine(),
+            &root.table,
+            &root.row,
+            Some(state.meta.applied_timestamp),
+        )?;
+        let schema = self.current.read().1.clone();
+        records
+            .iter()
+            .map(|r| {
+                let (reads, writes) = r.locks(&schema)?;
+                Ok(Lock {
+                    txid: r.txid,
+                    reads,
+                    writes,
+                })
+            })
+            .collect()
     }
 
     fn entry_writes(&self, value: &[u8]) -> Result<EntryWrites, Error> {
@@ -233,6 +269,41 @@ impl Core {
     }
 }
 
+/// A prepared two-phase transaction's locks in a group.
+struct Lock {
+    txid: u64,
+    reads: Footprint,
+    writes: Footprint,
+}
+
+/// The prepared transaction that keeps `tx` from committing, if any. Nothing may write
+/// what a prepared transaction read or writes (it would change what that transaction
+/// saw, or be overwritten by a commit decided before); and a two-phase transaction
+/// preparing may not read what another one writes (each would then have read before
+/// the other: across groups, write skew). Resolving a transaction is never locked out.
+fn locked_out(tx: &Prepared, locks: &[Lock]) -> Option<u64> {
+    if tx
+        .changes
+        .iter()
+        .any(|w| matches!(w, Write::Resolve { .. }))
+    {
+        return None;
+    }
+    let preparing = tx.changes.iter().find_map(|w| match w {
+        Write::Prepare { txid, .. } => Some(*txid),
+        _ => None,
+    });
+    locks
+        .iter()
+        .filter(|lock| Some(lock.txid) != preparing)
+        .find(|lock| {
+            tx.writes.overlaps(&lock.reads)
+                || tx.writes.overlaps(&lock.writes)
+                || (preparing.is_some() && tx.reads.overlaps(&lock.writes))
+        })
+        .map(|lock| lock.txid)
+}
+
 /// Rule 2: the waiting transactions that go into the next entry, in order: each one
 /// that shares the first one's schema version and touches no entity another admitted
 /// one writes, nor writes one another admitted one reads.
@@ -269,6 +340,7 @@ fn duplicate(e: &Error) -> Error {
         Error::Invalid(m) => Error::Invalid(m.clone()),
         Error::IndexNotReady(m) => Error::IndexNotReady(m.clone()),
         Error::Damaged(m) => Error::Damaged(m.clone()),
+        Error::Locked { txid } => Error::Locked { txid: *txid },
         other => Error::Unavailable(other.to_string()),
     }
 }

@@ -94,6 +94,7 @@ impl Database {
         Ok(Snapshot {
             core: &self.core,
             schema: self.core.schema_for(token.schema_version)?.1,
+            schema_version: token.schema_version,
             root_table: group.root.clone(),
             root_key: Some(group.key.clone()),
             group_row,

@@ -57,10 +57,18 @@ impl Core {
                     }
                     Ran::Wrote(result, prepared) => (result, prepared),
                 };
+                let verdict = match self.commit_queues.commit(self, root, prepared) {
+                    // An abandoned two-phase transaction holds the lock: finish it, and
+                    // run again.
+                    Err(Error::Locked { txid }) if self.finish_if_abandoned(root, txid)? => {
+                        Verdict::Rerun
+                    }
+                    verdict => verdict?,
+                };
                 if let Verdict::Committed {
                     position,
                     timestamp,
-                } = self.commit_queues.commit(self, root, prepared)?
+                } = verdict
                 {
                     let committed = Committed {
                         position,
@@ -85,37 +93,33 @@ impl Core {
         root: &RootRow,
         f: &mut impl FnMut(&mut Transaction<'_>) -> Result<R, Error>,
     ) -> Result<Ran<R>, Error> {
+        let mut tx = self.begin(group, root)?;
+        let result = f(&mut tx)?;
+        Ok(match finish_transaction(tx) {
+            Ok(prepared) => Ran::Wrote(result, prepared),
+            Err(read_only) => Ran::ReadOnly(result, read_only),
+        })
+    }
+
+    /// A transaction on the group's latest position (made current first).
+    pub(crate) fn begin(
+        &self,
+        group: GroupName<'_>,
+        root: &RootRow,
+    ) -> Result<Transaction<'_>, Error> {
         let state = self.make_current(root)?;
         let (version, schema) = self.schema_for(state.meta.schema_version)?;
-        let mut tx = Transaction::on(Snapshot {
+        Ok(Transaction::on(Snapshot {
             core: self,
             schema,
+            schema_version: version,
             root_table: group.root.to_string(),
             root_key: group.key.map(<[Value]>::to_vec),
             group_row: root.row.clone(),
             position: Some(state.meta.applied),
             timestamp: Some(state.meta.applied_timestamp),
             reads: Some(RefCell::default()),
-        });
-        let result = f(&mut tx)?;
-        let (changes, reads, writes) = tx.into_parts();
-        if changes.is_empty() {
-            let read_only = Committed {
-                position: state.meta.applied,
-                timestamp: state.meta.applied_timestamp,
-                wrote: false,
-                attempts: 1,
-            };
-            return Ok(Ran::ReadOnly(result, read_only));
-        }
-        let prepared = Prepared {
-            read_at: state.meta.applied,
-            schema_version: version,
-            reads,
-            writes,
-            changes,
-        };
-        Ok(Ran::Wrote(result, prepared))
+        }))
     }
 
     /// Applies, in order, every unapplied entry of the group this replica knows to be
@@ -284,9 +288,35 @@ impl Drop for GateGuard<'_> {
     }
 }
 
+/// What a transaction that ran needs to commit, or, if it wrote nothing, where it
+/// read (it is done).
+fn finish_transaction(tx: Transaction<'_>) -> Result<Prepared, Committed> {
+    let (read_at, timestamp, version) = (
+        tx.snapshot.position.unwrap_or(0),
+        tx.snapshot.timestamp.unwrap_or(0),
+        tx.snapshot.schema_version,
+    );
+    let (changes, reads, writes) = tx.into_parts();
+    if changes.is_empty() {
+        return Err(Committed {
+            position: read_at,
+            timestamp,
+            wrote: false,
+            attempts: 1,
+        });
+    }
+    Ok(Prepared {
+        read_at,
+        schema_version: version,
+        reads,
+        writes,
+        changes,
+    })
+}
+
 /// Waits a random time that grows with the attempt, so that contending writers
 /// spread out instead of colliding again.
-fn backoff(attempt: u32) {
+pub(super) fn backoff(attempt: u32) {
     let ceiling_micros = 50u64 << attempt.min(8);
     std::thread::sleep(Duration::from_micros(random_u64() % ceiling_micros));
 }

@@ -33,7 +33,7 @@ impl Core {
                 .ok_or_else(|| Error::Damaged(format!("log position {position} has no value")))?;
             let entry = LogEntry::decode(bytes)?;
             let schema = self.schema_at(entry.schema_version)?;
-            apply_global_indexes(self.engine(), &schema, &root.row, &entry)?;
+            apply_global_indexes(self.engine(), &schema, &root.table, &root.row, &entry)?;
         }
         self.record_indexed(root, through)?;
         Ok(state.meta.applied_timestamp)

@@ -35,6 +35,7 @@ use commit::CommitQueues;
 pub(crate) use commit::{Prepared, Verdict};
 pub use delivery::QueueStats;
 pub(crate) use group::Ran;
+pub use two_phase::{MultiCommitted, MultiTransaction, PreparedMulti};
 
 mod commit;
 mod delivery;
@@ -45,6 +46,7 @@ mod proposing;
 mod replicated;
 mod schema_versions;
 mod suspects;
+mod two_phase;
 
 #[derive(Clone)]
 pub struct DatabaseOptions {
@@ -62,6 +64,9 @@ pub struct DatabaseOptions {
     /// Runs the queue deliverer in a background thread (the simulator delivers with
     /// [`Database::deliver_messages`] instead).
     pub deliver_in_background: bool,
+    /// A two-phase transaction prepared longer ago than this is taken as abandoned by
+    /// its coordinator: the upkeep thread, or a writer it locks out, finishes it.
+    pub prepared_timeout: std::time::Duration,
 }
 
 impl Default for DatabaseOptions {
@@ -73,6 +78,7 @@ impl Default for DatabaseOptions {
             clock: Arc::new(SystemClock),
             replication: None,
             deliver_in_background: true,
+            prepared_timeout: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -375,13 +381,14 @@ impl Database {
             ReadMode::Snapshot => Some(self.core.replica.group_state(&root)?),
             ReadMode::Inconsistent => None,
         };
-        let schema = match &state {
-            Some(s) => self.core.schema_for(s.meta.schema_version)?.1,
-            None => self.schema(),
+        let (schema_version, schema) = match &state {
+            Some(s) => self.core.schema_for(s.meta.schema_version)?,
+            None => self.core.current.read().clone(),
         };
         Ok(Snapshot {
             core: &self.core,
             schema,
+            schema_version,
             root_table: group.root.clone(),
             root_key: Some(group.key.clone()),
             group_row: root.row,
@@ -574,7 +581,12 @@ impl Core {
                 while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                     stopped.recv_timeout(every)
                 {
-                    if let Err(e) = core.scavenge().and_then(|_| core.clean_logs()) {
+                    let timeout = core.options.prepared_timeout;
+                    let upkeep = core
+                        .scavenge()
+                        .and_then(|_| core.clean_logs())
+                        .and_then(|_| core.finish_prepared(timeout));
+                    if let Err(e) = upkeep {
                         tracing::warn!("replica upkeep failed (retried next period): {e}");
                     }
                 }

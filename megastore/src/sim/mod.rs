@@ -18,6 +18,7 @@ pub mod mail;
 pub mod network;
 pub mod registers;
 pub mod system;
+pub mod transfers;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -17,6 +17,8 @@ CREATE SCHEMA Sim;
 CREATE TABLE Bucket { required int64 g; } PRIMARY KEY(g), ENTITY GROUP ROOT;
 CREATE TABLE Register { required int64 g; required int64 id; optional int64 value; }
   PRIMARY KEY(g, id), IN TABLE Bucket, ENTITY GROUP KEY(g) REFERENCES Bucket;
+CREATE TABLE Account { required int64 g; required int64 id; optional int64 balance; }
+  PRIMARY KEY(g, id), IN TABLE Bucket, ENTITY GROUP KEY(g) REFERENCES Bucket;
 CREATE QUEUE Mail;
 ";
 
@@ -347,7 +349,9 @@ fn replay(entry: &LogEntry, state: &mut BTreeMap<Reg, Option<i64>>) {
             | Write::Send { .. }
             | Write::Deliver { .. }
             | Write::Receive { .. }
-            | Write::Forget { .. } => {}
+            | Write::Forget { .. }
+            | Write::Prepare { .. }
+            | Write::Resolve { .. } => {}
         }
     }
 }

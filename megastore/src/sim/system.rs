@@ -45,6 +45,7 @@ use super::network::{FaultRates, Network};
 use super::registers::{
     check_serializable, group_key, Observed, Op, Reg, Txn, GROUPS, PER_GROUP, SCHEMA,
 };
+use super::transfers::{Ending, Transfers, ACCOUNTS_PER_GROUP};
 use super::Rng;
 use crate::cluster::{Cluster, ClusterOptions};
 use crate::database::{Prepared, Ran, Verdict};
@@ -79,6 +80,10 @@ pub struct SystemReport {
     pub mail_sent: usize,
     pub mail_delivered: usize,
     pub mail_deliveries: usize,
+    /// Two-phase transfers attempted, committed, and abandoned by their client.
+    pub transfers: usize,
+    pub transfers_committed: usize,
+    pub transfers_abandoned: usize,
     /// Transactions prepared in a batch and committed together.
     pub batched: usize,
     /// Of those, the ones that shared their entry with another.
@@ -131,6 +136,7 @@ struct World {
     /// (group, position) -> the value some replica applied there.
     chosen: BTreeMap<(i64, u64), Vec<u8>>,
     mail: MailLog,
+    transfers: Transfers,
     report: SystemReport,
 }
 
@@ -234,12 +240,15 @@ pub fn run_system(seed: u64, operations: usize) -> SystemReport {
         down: BTreeMap::new(),
         chosen: BTreeMap::new(),
         mail: MailLog::default(),
+        transfers: Transfers::default(),
         report,
     };
     for step in 0..operations {
         world.fault(step);
         if world.rng.one_in(6) {
             world.mail_operation();
+        } else if world.rng.one_in(8) {
+            world.transfer();
         } else if world.rng.one_in(4) {
             world.client_batch();
         } else {
@@ -258,6 +267,9 @@ pub fn run_system(seed: u64, operations: usize) -> SystemReport {
     report.violations.extend(violations);
     report.mail_delivered = delivered;
     report.mail_deliveries = world.mail.deliveries;
+    report.transfers = world.transfers.attempted;
+    report.transfers_committed = world.transfers.committed;
+    report.transfers_abandoned = world.transfers.abandoned;
     report
 }
 
@@ -356,6 +368,12 @@ impl World {
                 let i = self.rng.below(n) as usize;
                 if let Ok(db) = self.cluster.replica(i) {
                     let _ = self.mail.deliver(db); // a failed pass leaves the messages
+                }
+            }
+            31..=32 => {
+                let i = self.rng.below(n) as usize;
+                if let Ok(db) = self.cluster.replica(i) {
+                    let _ = self.transfers.finish(db); // what fails is finished later
                 }
             }
             _ => {}
@@ -463,6 +481,50 @@ impl World {
             }
         }
         self.tick(1);
+    }
+
+    /// A client moves money between the groups with a two-phase transaction, and
+    /// sometimes stops midway as a crashed coordinator would.
+    fn transfer(&mut self) {
+        let client = self.rng.below(CLIENTS);
+        let from_group = self.rng.below(2) as i64;
+        let from = (from_group, self.rng.below(ACCOUNTS_PER_GROUP as u64) as i64);
+        let to = (
+            1 - from_group,
+            self.rng.below(ACCOUNTS_PER_GROUP as u64) as i64,
+        );
+        let amount = 1 + self.rng.below(50) as i64;
+        let ending = match self.rng.below(8) {
+            0 => Ending::AfterPrepare,
+            1 => Ending::AfterDecision,
+            _ => Ending::Complete,
+        };
+        let pause = 1 + self.rng.below(100);
+        self.tick(pause);
+        let Ok(db) = self.cluster.replica(self.client_replica(client)) else {
+            return;
+        };
+        self.transfers.transfer(db, from, to, amount, ending);
+        self.tick(1);
+    }
+
+    /// After healing: finishes every abandoned transfer, then checks every replica
+    /// that serves reads.
+    fn finish_transfers(&mut self) {
+        let serving = self.serving();
+        if let Some(db) = serving.first().and_then(|&r| self.cluster.replica(r).ok()) {
+            if let Err(e) = self.transfers.finish(db) {
+                self.report.violations.push(format!(
+                    "after healing, abandoned transfers cannot be finished: {e}"
+                ));
+            }
+        }
+        for replica in serving {
+            if let Ok(db) = self.cluster.replica(replica) {
+                let found = Transfers::check(replica, db);
+                self.report.violations.extend(found);
+            }
+        }
     }
 
     /// After healing: delivers everything and empties every inbox.
@@ -719,6 +781,7 @@ impl World {
             }
         }
         self.finish_mail();
+        self.finish_transfers();
         self.check_chosen();
         self.report.messages = self.net.requests();
     }

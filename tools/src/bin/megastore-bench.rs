@@ -1,11 +1,13 @@
 //! `megastore-bench`: commit latency and throughput of Megastore transactions on an
 //! embedded cluster (every replica in this process, each with its own engine and data
 //! directory on the real file system, every acceptance synced). Each transaction reads
-//! a counter entity of its group and writes it back plus one.
+//! a counter entity of its group and writes it back plus one (with `--two-phase`, one in
+//! its group and one in the next, by two-phase commit).
 //!
 //! ```text
 //! megastore-bench --replicas full,full,full --threads 4 --groups 1 --counter per-thread
 //! megastore-bench --replicas full,full,witness --slow-path --commits 5000
+//! megastore-bench --two-phase --groups 2 --commits 2000
 //! ```
 //!
 //! Prints progress every second on standard error, then one result line: commits per
@@ -108,6 +110,10 @@ struct Cli {
     counter: CounterArg,
     #[arg(long, value_enum, default_value = "spread")]
     writers: Writers,
+    /// Each transaction increments a counter in two groups (its own and the next) by
+    /// two-phase commit, instead of one in its own group.
+    #[arg(long)]
+    two_phase: bool,
     /// Transactions to commit (after 10% as many to warm up).
     #[arg(long, default_value_t = 10_000)]
     commits: u64,
@@ -124,6 +130,9 @@ fn main() -> ExitCode {
 fn run(cli: &Cli) -> Result<String, String> {
     if cli.threads == 0 || cli.groups == 0 || cli.commits == 0 {
         return Err("--threads, --groups and --commits must be at least 1".into());
+    }
+    if cli.two_phase && cli.groups < 2 {
+        return Err("--two-phase needs --groups of at least 2".into());
     }
     let kinds: Vec<ReplicaKind> = cli
         .replicas
@@ -240,6 +249,7 @@ fn measure(cli: &Cli, cluster: &Cluster, full: &[usize]) -> Result<String, Strin
             CounterArg::Shared => Counter::Shared,
             CounterArg::PerThread => Counter::PerThread,
         },
+        two_phase: cli.two_phase,
     };
     let mut databases = Vec::new();
     for t in 0..cli.threads {

@@ -42,6 +42,9 @@ struct Totals {
     mail_sent: usize,
     mail_delivered: usize,
     mail_deliveries: usize,
+    transfers: usize,
+    transfers_committed: usize,
+    transfers_abandoned: usize,
 }
 
 impl Totals {
@@ -57,6 +60,9 @@ impl Totals {
         self.mail_sent += report.mail_sent;
         self.mail_delivered += report.mail_delivered;
         self.mail_deliveries += report.mail_deliveries;
+        self.transfers += report.transfers;
+        self.transfers_committed += report.transfers_committed;
+        self.transfers_abandoned += report.transfers_abandoned;
     }
 }
 
@@ -64,7 +70,7 @@ impl std::fmt::Display for Totals {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} acknowledged operations ({} transactions replayed against the log), {} unknown outcomes, {} replica crashes; group commit: {} transactions submitted together, {} sharing an entry, {} past the position after their read; {} log cleanups; queues: {} messages sent, {} delivered, {} delivery passes",
+            "{} acknowledged operations ({} transactions replayed against the log), {} unknown outcomes, {} replica crashes; group commit: {} transactions submitted together, {} sharing an entry, {} past the position after their read; {} log cleanups; queues: {} messages sent, {} delivered, {} delivery passes; two-phase transfers: {} attempted, {} committed, {} abandoned midway",
             self.acknowledged,
             self.transactions,
             self.unknown,
@@ -75,7 +81,10 @@ impl std::fmt::Display for Totals {
             self.log_cleanups,
             self.mail_sent,
             self.mail_delivered,
-            self.mail_deliveries
+            self.mail_deliveries,
+            self.transfers,
+            self.transfers_committed,
+            self.transfers_abandoned
         )
     }
 }
