@@ -87,7 +87,7 @@ fn a_message_is_sent_iff_its_transaction_commits_and_arrives_once_in_order() {
     assert_eq!(stats[0].queue, "Orders");
     assert_eq!((stats[0].in_transit, stats[0].in_inboxes), (4, 0));
     assert_eq!((stats[1].in_transit, stats[1].in_inboxes), (1, 0));
-    assert!(stats[0].oldest_sent.is_some());
+    assert!(stats[0].oldest_sent.is_some() && stats[0].oldest_age.is_some());
 
     assert_eq!(db.deliver_messages().unwrap(), 5);
     // Delivering again delivers nothing: the outboxes were forgotten.

@@ -15,12 +15,9 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 
 use super::{Core, GroupName};
-use crate::keys::storage_table;
-use crate::layout::data_table;
 use crate::queue::{self, IdentifiedPayloads, Outgoing, INBOX, OUTBOX};
 use crate::replica::RootRow;
 use crate::replicas::ReplicaKind;
-use crate::schema::GroupRole;
 use crate::{Error, GroupKey};
 
 /// The lock service's name for the deliverer's lease.
@@ -52,6 +49,8 @@ pub struct QueueStats {
     /// The send timestamp of the oldest message of either kind (microseconds on the
     /// clock entry timestamps come from), if any.
     pub oldest_sent: Option<i64>,
+    /// How long ago that was, on this replica's clock.
+    pub oldest_age: Option<Duration>,
 }
 
 /// Groups whose outbox may hold messages, for the background deliverer.
@@ -192,8 +191,7 @@ impl Core {
             return Ok(Vec::new());
         }
         let mut roots = Vec::new();
-        for root in schema.tables.iter().filter(|t| t.role == GroupRole::Root) {
-            let table = data_table(&schema, storage_table(&schema, &root.name));
+        for table in self.root_tables() {
             for sender in queue::senders_with_mail(self.engine(), &table)? {
                 roots.push(self.root_row(&sender)?);
             }
@@ -326,12 +324,12 @@ impl Core {
                     in_transit: 0,
                     in_inboxes: 0,
                     oldest_sent: None,
+                    oldest_age: None,
                 };
                 (q.clone(), empty)
             })
             .collect();
-        for root in schema.tables.iter().filter(|t| t.role == GroupRole::Root) {
-            let table = data_table(&schema, storage_table(&schema, &root.name));
+        for table in self.root_tables() {
             for kind in [OUTBOX, INBOX] {
                 queue::each_message(self.engine(), &table, kind, |name, id| {
                     if let Some(s) = stats.get_mut(name) {
@@ -344,6 +342,12 @@ impl Core {
                     }
                 })?;
             }
+        }
+        let now = self.options.clock.now_micros();
+        for s in stats.values_mut() {
+            s.oldest_age = s
+                .oldest_sent
+                .map(|sent| Duration::from_micros(now.saturating_sub(sent).max(0) as u64));
         }
         Ok(stats.into_values().collect())
     }
