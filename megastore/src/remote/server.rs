@@ -52,7 +52,9 @@ pub fn status_of(e: Error) -> Status {
     match e {
         Error::Invalid(m) => Status::invalid_argument(m),
         Error::Unavailable(m) => Status::unavailable(m),
-        Error::Conflict(_) | Error::TooManyConflicts { .. } => Status::aborted(e.to_string()),
+        Error::Conflict(_) | Error::TooManyConflicts { .. } | Error::Locked { .. } => {
+            Status::aborted(e.to_string())
+        }
         Error::Key(_) => Status::invalid_argument(e.to_string()),
         Error::Catalog(CatalogError::Storage(_) | CatalogError::Damaged(..)) => {
             Status::internal(e.to_string())
@@ -160,5 +162,25 @@ impl Replication for ReplicationService {
             Ok(PositionReply { position })
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_refusals_are_aborted_and_bad_input_is_invalid() {
+        let code = |e: Error| status_of(e).code();
+        assert_eq!(code(Error::Conflict(3)), tonic::Code::Aborted);
+        assert_eq!(code(Error::Locked { txid: 9 }), tonic::Code::Aborted);
+        assert_eq!(
+            code(Error::Invalid("x".into())),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(
+            code(Error::Unavailable("x".into())),
+            tonic::Code::Unavailable
+        );
     }
 }
