@@ -143,6 +143,10 @@ impl Core {
         let mut holding = false;
         let mut renewed = std::time::Instant::now();
         while let Some(mut roots) = self.outboxes.take(IDLE) {
+            if self.current.read().1.queues.is_empty() {
+                holding = false;
+                continue; // no queue, no mail: no lease to hold either
+            }
             // Renewed at most once per idle period: a busy queue costs the lock
             // service nothing more.
             if !holding || renewed.elapsed() >= IDLE {
