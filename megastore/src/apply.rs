@@ -42,11 +42,12 @@ pub fn apply_entry(
     group_row: &[u8],
     entry: &LogEntry,
 ) -> Result<(), Error> {
-    let changes = changes(engine, schema, root_table, group_row, entry)?;
+    let resolved = resolutions(engine, (root_table, group_row), entry)?;
+    let changes = changes(engine, schema, group_row, entry, &resolved)?;
     let mut batch = Batch::new();
     let rows = batch.entry(root_table.to_string()).or_default();
     mailbox_mutations(engine, root_table, entry, group_row, rows)?;
-    two_phase_mutations(engine, root_table, entry, group_row, rows)?;
+    two_phase_mutations(engine, root_table, entry, group_row, &resolved, rows)?;
     for change in &changes {
         if change.only_index.is_none() {
             data_mutations(schema, change, entry.timestamp, &mut batch);
@@ -75,7 +76,8 @@ pub fn apply_global_indexes(
         return Ok(());
     }
     let mut batch = Batch::new();
-    for change in &changes(engine, schema, root_table, group_row, entry)? {
+    let resolved = resolutions(engine, (root_table, group_row), entry)?;
+    for change in &changes(engine, schema, group_row, entry, &resolved)? {
         index_mutations(
             schema,
             group_row,
@@ -202,36 +204,28 @@ fn mailbox_mutations(
     Ok(())
 }
 
+/// The entity changes of `entry`; `resolved` holds the outcome of each of its
+/// resolve writes ([`resolutions`]).
 fn changes<'s>(
     engine: &Engine,
     schema: &'s Schema,
-    root_table: &str,
     group_row: &[u8],
     entry: &LogEntry,
+    resolved: &[Option<Resolution>],
 ) -> Result<Vec<Change<'s>>, Error> {
     let mut out = Vec::new();
-    for write in &entry.writes {
-        match write {
-            Write::Resolve {
-                txid,
-                commit,
-                decide,
-                writes,
-            } => {
-                let r = resolution(
-                    engine,
-                    (root_table, group_row),
-                    entry.timestamp,
-                    *txid,
-                    (*commit, *decide),
-                )?;
+    for (write, resolution) in entry.writes.iter().zip(resolved) {
+        match (write, resolution) {
+            (Write::Resolve { writes, .. }, Some(r)) => {
                 if r.prepared && r.commit {
                     for write in writes {
                         data_changes(engine, schema, group_row, entry.timestamp, write, &mut out)?;
                     }
                 }
             }
-            write => data_changes(engine, schema, group_row, entry.timestamp, write, &mut out)?,
+            (write, _) => {
+                data_changes(engine, schema, group_row, entry.timestamp, write, &mut out)?
+            }
         }
     }
     Ok(out)
@@ -323,24 +317,39 @@ struct Resolution {
     records_decision: bool,
 }
 
-fn resolution(
+/// Per write of `entry`, what it resolves (`None` for every write but a resolve): read
+/// once per entry, since both the data and the two-phase cells depend on it.
+fn resolutions(
     engine: &Engine,
     (root_table, group_row): (&str, &[u8]),
-    ts: i64,
-    txid: u64,
-    (commit, decide): (bool, bool),
-) -> Result<Resolution, Error> {
-    let before = Some(ts - 1);
-    let prepared = crate::prepared::is_prepared(engine, root_table, group_row, txid, before)?;
-    let recorded = match decide {
-        true => crate::prepared::read_decision(engine, root_table, group_row, txid, before)?,
-        false => None,
+    entry: &LogEntry,
+) -> Result<Vec<Option<Resolution>>, Error> {
+    let before = Some(entry.timestamp - 1);
+    let resolve = |txid: u64, commit: bool, decide: bool| -> Result<Resolution, Error> {
+        let prepared = crate::prepared::is_prepared(engine, root_table, group_row, txid, before)?;
+        let recorded = match decide {
+            true => crate::prepared::read_decision(engine, root_table, group_row, txid, before)?,
+            false => None,
+        };
+        Ok(Resolution {
+            prepared,
+            commit: recorded.unwrap_or(commit),
+            records_decision: decide && recorded.is_none(),
+        })
     };
-    Ok(Resolution {
-        prepared,
-        commit: recorded.unwrap_or(commit),
-        records_decision: decide && recorded.is_none(),
-    })
+    entry
+        .writes
+        .iter()
+        .map(|write| match write {
+            Write::Resolve {
+                txid,
+                commit,
+                decide,
+                ..
+            } => resolve(*txid, *commit, *decide).map(Some),
+            _ => Ok(None),
+        })
+        .collect()
 }
 
 /// The entry's two-phase cells: a prepare records its part; a resolve empties the
@@ -350,6 +359,7 @@ fn two_phase_mutations(
     root_table: &str,
     entry: &LogEntry,
     group_row: &[u8],
+    resolved: &[Option<Resolution>],
     rows: &mut BTreeMap<Vec<u8>, Vec<Mutation>>,
 ) -> Result<(), Error> {
     use crate::prepared::{self, FAMILY};
@@ -376,15 +386,18 @@ fn two_phase_mutations(
         f(list);
         Ok(())
     };
-    for write in &entry.writes {
-        match write {
-            Write::Prepare {
-                txid,
-                coordinator,
-                participant,
-                reads,
-                writes,
-            } => {
+    for (write, resolution) in entry.writes.iter().zip(resolved) {
+        match (write, resolution) {
+            (
+                Write::Prepare {
+                    txid,
+                    coordinator,
+                    participant,
+                    reads,
+                    writes,
+                },
+                _,
+            ) => {
                 live_now(&mut |list| {
                     if !list.contains(txid) {
                         list.push(*txid);
@@ -396,19 +409,7 @@ fn two_phase_mutations(
                     prepared::record_cell(coordinator, participant, reads, writes),
                 );
             }
-            Write::Resolve {
-                txid,
-                commit,
-                decide,
-                ..
-            } => {
-                let r = resolution(
-                    engine,
-                    (root_table, group_row),
-                    entry.timestamp,
-                    *txid,
-                    (*commit, *decide),
-                )?;
+            (Write::Resolve { txid, .. }, Some(r)) => {
                 if r.records_decision {
                     cell(
                         prepared::decision_row(group_row, *txid),

@@ -349,38 +349,16 @@ fn read_id_cell(
     }
 }
 
-/// The senders of every message waiting in an outbox of `table` (the newest cells):
-/// where a deliverer starting up has work.
-pub(crate) fn senders_with_mail(engine: &Engine, table: &str) -> Result<Vec<GroupKey>, Error> {
-    let request = ReadRequest {
-        rows: RowSet::all(),
-        filter: Some(layout::newest_at(None, vec![every_queue(OUTBOX)])),
-        ..ReadRequest::default()
-    };
-    let mut senders = Vec::new();
-    for row in engine.read_rows(table, &request)? {
-        for cell in row.cells.iter().filter(|c| !c.value.is_empty()) {
-            let outgoing =
-                Outgoing::decode(&row.key, &cell.value).ok_or_else(|| damaged("outbox"))?;
-            if !senders.contains(&outgoing.from) {
-                senders.push(outgoing.from);
-            }
-        }
-    }
-    Ok(senders)
-}
-
-/// Calls `each(queue, id)` for every live cell of one kind (outbox or inbox) in every
-/// mailbox of `table` (the newest cells): for the backlog figures.
-pub(crate) fn each_message(
+/// Calls `each(queue, message)` for every live message of kind `M` (in outboxes or
+/// inboxes) in every mailbox of `table`, as of the newest cells.
+fn each_live<M: MailboxCell>(
     engine: &Engine,
     table: &str,
-    kind: u8,
-    mut each: impl FnMut(&str, MessageId),
+    mut each: impl FnMut(&str, M),
 ) -> Result<(), Error> {
     let request = ReadRequest {
         rows: RowSet::all(),
-        filter: Some(layout::newest_at(None, vec![every_queue(kind)])),
+        filter: Some(layout::newest_at(None, vec![every_queue(M::KIND)])),
         ..ReadRequest::default()
     };
     for row in engine.read_rows(table, &request)? {
@@ -390,18 +368,37 @@ pub(crate) fn each_message(
                 .get(1..)
                 .and_then(|q| std::str::from_utf8(q).ok())
                 .ok_or_else(|| damaged("mailbox"))?;
-            // The id of a message in an inbox is in the cell; in an outbox, the row.
-            let id = match kind {
-                INBOX => {
-                    let r = &mut Reader::new(&cell.value);
-                    read_group(r).and_then(|_| MessageId::read(r))
-                }
-                _ => id_of_row(&row.key),
-            };
-            each(queue, id.ok_or_else(|| damaged("mailbox"))?);
+            let message = M::decode(&row.key, &cell.value).ok_or_else(|| damaged("mailbox"))?;
+            each(queue, message);
         }
     }
     Ok(())
+}
+
+/// The senders of every message waiting in an outbox of `table` (the newest cells):
+/// where a deliverer starting up has work.
+pub(crate) fn senders_with_mail(engine: &Engine, table: &str) -> Result<Vec<GroupKey>, Error> {
+    let mut senders = Vec::new();
+    each_live(engine, table, |_, outgoing: Outgoing| {
+        if !senders.contains(&outgoing.from) {
+            senders.push(outgoing.from);
+        }
+    })?;
+    Ok(senders)
+}
+
+/// Calls `each(queue, id)` for every message in every outbox (`kind` OUTBOX) or inbox
+/// (INBOX) of `table`, as of the newest cells: for the backlog figures.
+pub(crate) fn each_message(
+    engine: &Engine,
+    table: &str,
+    kind: u8,
+    mut each: impl FnMut(&str, MessageId),
+) -> Result<(), Error> {
+    match kind {
+        INBOX => each_live(engine, table, |queue, m: Message| each(queue, m.id)),
+        _ => each_live(engine, table, |queue, o: Outgoing| each(queue, o.id)),
+    }
 }
 
 #[cfg(test)]
