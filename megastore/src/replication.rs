@@ -2,8 +2,9 @@
 //! proposer state machine (`paxos::proposer`) against the replicas' acceptors until a
 //! value is chosen at a position. Replicas are reached through the [`Acceptor`]
 //! trait: in process, a [`Replica`] itself; across processes, a replication-server
-//! client. Requests to other replicas go out in parallel (one thread each, unless
-//! `ProposeOptions::parallel` is off) and their replies are taken as they arrive; once
+//! client. Requests to other replicas go out in parallel (unless
+//! `ProposeOptions::parallel` is off), each through [`Acceptor::send`], which returns
+//! at once, and their replies are taken as they arrive; once
 //! a value is chosen, only the replicas that must have heard of it (full ones) are
 //! still waited for.
 //!
@@ -23,8 +24,28 @@ use crate::replica::{Replica, RootRow};
 use crate::sim::Rng;
 use crate::Error;
 
+/// Where the reply to a request sent with [`Acceptor::send`] goes (`None`: no answer).
+pub type Answer = Box<dyn FnOnce(Option<Reply>) + Send>;
+
 /// One replica's acceptors, as a proposer (or a replica catching up) reaches them.
-pub trait Acceptor: Send + Sync {
+pub trait Acceptor: Send + Sync + 'static {
+    /// Sends `request` for `position` and returns at once; `answer` gets the reply.
+    /// By default a pooled thread makes the blocking call; a network client sends it
+    /// from its own event loop instead (no thread waits for the network).
+    fn send(self: Arc<Self>, root: RootRow, position: u64, request: Request, answer: Answer) {
+        let carry = move || {
+            // A call that panics is a peer that never answered.
+            let reply = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                ask(self.as_ref(), &root, position, request)
+            }));
+            answer(reply.ok().flatten());
+        };
+        match carriers() {
+            Some(pool) => drop(pool.spawn_blocking(carry)),
+            None => drop(std::thread::spawn(carry)),
+        }
+    }
+
     fn prepare(&self, root: &RootRow, position: u64, ballot: u64) -> Result<Reply, Error>;
     fn accept(
         &self,
@@ -358,20 +379,10 @@ impl<'v, 'a> PostOffice<'v, 'a> {
     }
 
     fn spawn(&self, to: usize, acceptor: Arc<dyn Acceptor>, request: Request) {
-        let (root, position) = (self.root.clone(), self.position);
         let arrivals = self.arrivals.0.clone();
-        let carry = move || {
-            let reply = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                ask(acceptor.as_ref(), &root, position, request)
-            }));
-            // A call that panics is a peer that never answered. Once the proposal is
-            // over nobody listens, and the reply is dropped.
-            let _ = arrivals.send((to, reply.ok().flatten()));
-        };
-        match carriers() {
-            Some(pool) => drop(pool.spawn_blocking(carry)),
-            None => drop(std::thread::spawn(carry)),
-        }
+        // Once the proposal is over nobody listens, and the reply is dropped.
+        let answer: Answer = Box::new(move |reply| drop(arrivals.send((to, reply))));
+        acceptor.send(self.root.clone(), self.position, request, answer);
     }
 
     /// The next reply (`None` inside: that replica did not answer), or `None` when no
@@ -424,7 +435,12 @@ fn carriers() -> Option<&'static tokio::runtime::Runtime> {
         .as_ref()
 }
 
-fn ask(replica: &dyn Acceptor, root: &RootRow, position: u64, request: Request) -> Option<Reply> {
+fn ask<A: Acceptor + ?Sized>(
+    replica: &A,
+    root: &RootRow,
+    position: u64,
+    request: Request,
+) -> Option<Reply> {
     let answer = match request {
         Request::Prepare { ballot } => replica.prepare(root, position, ballot),
         Request::Accept { ballot, value } => replica.accept(root, position, ballot, &value),

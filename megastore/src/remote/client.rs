@@ -19,10 +19,10 @@ use super::messages::{
 use super::outbox::{drain, Outbox};
 use super::MAX_MESSAGE_BYTES;
 use crate::auth::AddToken;
-use crate::paxos::proposer::Reply;
+use crate::paxos::proposer::{Reply, Request};
 use crate::replica::RootRow;
 use crate::replicas::{Peer, Transport};
-use crate::replication::Acceptor;
+use crate::replication::{Acceptor, Answer};
 use crate::tls::ClientTls;
 use crate::Error;
 
@@ -215,6 +215,43 @@ fn group(root: &RootRow) -> Option<Group> {
 }
 
 impl Acceptor for GrpcPeer {
+    /// Sent from the client runtime: no thread waits for the network.
+    fn send(self: Arc<Self>, root: RootRow, position: u64, request: Request, answer: Answer) {
+        let mut client = self.client.clone();
+        let group = group(&root);
+        let member = self.member;
+        self.runtime.spawn(async move {
+            let reply = match request {
+                Request::Prepare { ballot } => {
+                    let request = PrepareRequest {
+                        group,
+                        position,
+                        ballot,
+                    };
+                    client.prepare(request).await
+                }
+                Request::Accept { ballot, value } => {
+                    let request = AcceptRequest {
+                        group,
+                        position,
+                        ballot,
+                        value,
+                    };
+                    client.accept(request).await
+                }
+            };
+            let reply = match reply {
+                Ok(reply) => Reply::try_from(reply.into_inner()).map_err(|e| e.to_string()),
+                Err(status) => Err(error_of(&format!("replica {member}"), &status).to_string()),
+            };
+            answer(
+                reply
+                    .map_err(|e| tracing::debug!("replica did not answer: {e}"))
+                    .ok(),
+            );
+        });
+    }
+
     fn prepare(&self, root: &RootRow, position: u64, ballot: u64) -> Result<Reply, Error> {
         let request = PrepareRequest {
             group: group(root),

@@ -25,13 +25,18 @@ impl ReplicationService {
         ReplicationService { peer }
     }
 
-    /// Runs `work` on the replica (see [`in_blocking_pool`]).
-    async fn run<T: Send + 'static>(
+    /// Runs `work` on the replica, on the server's own thread. Unlike a client request
+    /// (see [`in_blocking_pool`]), it only reads and writes the local engine (it may
+    /// wait for an fsync, never for another replica), so a request of one replica can
+    /// never wait for a server thread that waits for it: no cycle across processes.
+    /// Handing it to another thread would cost two thread switches per request.
+    fn run<T>(
         &self,
-        work: impl FnOnce(&dyn Peer) -> Result<T, Error> + Send + 'static,
+        work: impl FnOnce(&dyn Peer) -> Result<T, Error>,
     ) -> Result<Response<T>, Status> {
-        let peer = self.peer.clone();
-        in_blocking_pool(move || work(peer.as_ref())).await
+        work(self.peer.as_ref())
+            .map(Response::new)
+            .map_err(status_of)
     }
 }
 
@@ -77,7 +82,6 @@ impl Replication for ReplicationService {
             let root = root_of(r.group)?;
             Ok(peer.prepare(&root, r.position, r.ballot)?.into())
         })
-        .await
     }
 
     async fn accept(
@@ -89,7 +93,6 @@ impl Replication for ReplicationService {
             let root = root_of(r.group)?;
             Ok(peer.accept(&root, r.position, r.ballot, &r.value)?.into())
         })
-        .await
     }
 
     async fn highest_position(
@@ -101,7 +104,6 @@ impl Replication for ReplicationService {
             let position = peer.highest_position(&root_of(r.group)?)?;
             Ok(PositionReply { position })
         })
-        .await
     }
 
     async fn chosen_value(
@@ -113,7 +115,6 @@ impl Replication for ReplicationService {
             let value = peer.chosen_value(&root_of(r.group)?, r.position)?;
             Ok(ValueReply { value })
         })
-        .await
     }
 
     async fn apply(&self, request: Request<ApplyRequest>) -> Result<Response<Empty>, Status> {
@@ -122,7 +123,6 @@ impl Replication for ReplicationService {
             peer.apply(&root_of(r.group)?, r.position, &r.value)?;
             Ok(Empty {})
         })
-        .await
     }
 
     async fn apply_batch(&self, request: Request<ApplyBatch>) -> Result<Response<Empty>, Status> {
@@ -137,7 +137,6 @@ impl Replication for ReplicationService {
             peer.apply_batch(&applies);
             Ok(Empty {})
         })
-        .await
     }
 
     async fn invalidate(
@@ -149,7 +148,6 @@ impl Replication for ReplicationService {
             peer.invalidate(&root_of(r.group)?, r.position)?;
             Ok(Empty {})
         })
-        .await
     }
 
     async fn durable_applied(
@@ -161,7 +159,6 @@ impl Replication for ReplicationService {
             let position = peer.durable_applied(&root_of(r.group)?)?;
             Ok(PositionReply { position })
         })
-        .await
     }
 }
 
