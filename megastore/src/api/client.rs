@@ -80,7 +80,7 @@ pub struct SchemaInfo {
 impl Client {
     /// A client of the replica at `address` (`host:port`); it connects on first use.
     pub fn connect(address: &str, options: &ClientOptions) -> Result<Self, Error> {
-        let runtime = client_runtime("megastore-client")?;
+        let runtime = client_runtime("megastore-client", 2)?;
         let channel = lazy_channel(&runtime, address, options.timeout, options.tls.as_ref())?;
         let stub =
             MegastoreClient::with_interceptor(channel, AddToken::new(options.token.as_deref())?)

@@ -83,7 +83,7 @@ impl EtcdLocks {
         length: Duration,
         timeout: Duration,
     ) -> Result<Self, Error> {
-        let runtime = client_runtime("megastore-etcd-client")?;
+        let runtime = client_runtime("megastore-etcd-client", 2)?;
         let channel = lazy_channel(&runtime, endpoint, timeout, None)?;
         Ok(EtcdLocks {
             prefix: prefix.trim_end_matches('/').to_string(),

@@ -43,7 +43,9 @@ impl GrpcTransport {
         token: Option<&str>,
         tls: Option<&ClientTls>,
     ) -> Result<Self, Error> {
-        let runtime = client_runtime("megastore-replication-client")?;
+        // One thread: its work per call is small, and a second one costs more in
+        // wake-ups (each spawned call may wake both) than it adds.
+        let runtime = client_runtime("megastore-replication-client", 1)?;
         let add_token = AddToken::new(token)?;
         let mut peers = Vec::with_capacity(addresses.len());
         for (member, address) in addresses.iter().enumerate() {
@@ -66,10 +68,13 @@ impl GrpcTransport {
     }
 }
 
-/// A small runtime that a client's blocking calls run on.
-pub(crate) fn client_runtime(name: &str) -> Result<Arc<tokio::runtime::Runtime>, Error> {
+/// A small runtime that a client's calls run on, with `threads` worker threads.
+pub(crate) fn client_runtime(
+    name: &str,
+    threads: usize,
+) -> Result<Arc<tokio::runtime::Runtime>, Error> {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(threads)
         .thread_name(name)
         .enable_all()
         .build()

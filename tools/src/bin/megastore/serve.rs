@@ -23,8 +23,10 @@ fn bind(address: &str) -> Result<std::net::TcpListener, String> {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    // The replication server answers on these threads, and an answer may wait for an
+    // fsync: more threads than cores let several share one (the log's group commit).
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(4)
         .thread_name("megastore-server")
         .enable_all()
         .build()
