@@ -5,14 +5,15 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bigtable::fs::FaultyFs;
 use bigtable::{Engine, EngineOptions};
-use megastore::cluster::{Cluster, ClusterOptions};
+use megastore::cluster::ClusterOptions;
 use megastore::replicas::ReplicaKind;
 use megastore::{Database, DatabaseOptions, Entity, Error, GroupKey, Message, Value};
 
@@ -207,14 +208,7 @@ fn replicated_senders_and_racing_deliverers_deliver_each_message_once_in_order()
         },
         ..ClusterOptions::default()
     };
-    let dirs = (0..3).map(|i| PathBuf::from(format!("/r{i}"))).collect();
-    let cluster = Cluster::open(
-        fs.iter().map(FaultyFs::shared).collect(),
-        dirs,
-        SCHEMA,
-        options,
-    )
-    .unwrap();
+    let cluster = common::open_cluster(&fs, SCHEMA, options);
     const SENDERS: i64 = 4;
     const EACH: usize = 15;
     let stores = [store("north"), store("south")];

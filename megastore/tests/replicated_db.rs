@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -48,16 +50,7 @@ fn file_systems(n: usize) -> Vec<FaultyFs> {
 }
 
 fn open(fs: &[FaultyFs], options: ClusterOptions) -> Cluster {
-    let dirs = (0..fs.len())
-        .map(|i| PathBuf::from(format!("/r{i}")))
-        .collect();
-    Cluster::open(
-        fs.iter().map(FaultyFs::shared).collect(),
-        dirs,
-        SCHEMA,
-        options,
-    )
-    .unwrap()
+    common::open_cluster(fs, SCHEMA, options)
 }
 
 fn cluster(kinds: &[ReplicaKind]) -> Cluster {

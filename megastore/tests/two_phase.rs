@@ -6,7 +6,8 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-use std::path::PathBuf;
+mod common;
+
 use std::time::Duration;
 
 use bigtable::fs::FaultyFs;
@@ -36,14 +37,7 @@ fn cluster(timeout: Duration) -> Cluster {
         },
         ..ClusterOptions::default()
     };
-    let dirs = (0..3).map(|i| PathBuf::from(format!("/r{i}"))).collect();
-    Cluster::open(
-        fs.iter().map(FaultyFs::shared).collect(),
-        dirs,
-        SCHEMA,
-        options,
-    )
-    .unwrap()
+    common::open_cluster(&fs, SCHEMA, options)
 }
 
 fn account(id: i64) -> GroupKey {

@@ -246,14 +246,13 @@ impl Acceptor for GrpcPeer {
                 }
             };
             let reply = match reply {
-                Ok(reply) => Reply::try_from(reply.into_inner()).map_err(|e| e.to_string()),
-                Err(status) => Err(error_of(&format!("replica {member}"), &status).to_string()),
+                Ok(reply) => Reply::try_from(reply.into_inner()),
+                Err(status) => Err(error_of(&format!("replica {member}"), &status)),
             };
-            answer(
-                reply
-                    .map_err(|e| tracing::debug!("replica did not answer: {e}"))
-                    .ok(),
-            );
+            if let Err(e) = &reply {
+                tracing::debug!("replica did not answer: {e}");
+            }
+            answer(reply.ok());
         });
     }
 

@@ -5,10 +5,12 @@
 
 pub mod certs;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bigtable::fs::FaultyFs;
 use bigtable::{Engine, EngineOptions};
+use megastore::cluster::{Cluster, ClusterOptions};
 use megastore::{Database, DatabaseOptions, Entity, GroupKey, Value};
 
 pub use megastore::examples::PHOTO_APP;
@@ -17,6 +19,21 @@ pub fn engine(fs: &FaultyFs) -> Arc<Engine> {
     Arc::new(
         Engine::open(Arc::new(fs.clone()), "/db", EngineOptions::tiny()).expect("engine opens"),
     )
+}
+
+/// An embedded cluster of one replica per file system of `fs` (replica `i`'s data
+/// under `/r{i}`), created with `schema`.
+pub fn open_cluster(fs: &[FaultyFs], schema: &str, options: ClusterOptions) -> Cluster {
+    let dirs = (0..fs.len())
+        .map(|i| PathBuf::from(format!("/r{i}")))
+        .collect();
+    Cluster::open(
+        fs.iter().map(FaultyFs::shared).collect(),
+        dirs,
+        schema,
+        options,
+    )
+    .expect("cluster opens")
 }
 
 pub fn photo_app(fs: &FaultyFs) -> Database {
