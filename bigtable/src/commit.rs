@@ -6,14 +6,14 @@
 use std::collections::BTreeSet;
 use std::hash::{BuildHasher, RandomState};
 
-use parking_lot::{Condvar, Mutex, MutexGuard};
+use parking_lot::{Mutex, MutexGuard};
+use wal::wakeup::{self, Waiters};
 
 use crate::key::SeqNo;
 
 #[derive(Default)]
 pub struct CommitTracker {
     state: Mutex<Commits>,
-    finished: Condvar,
 }
 
 #[derive(Default)]
@@ -22,6 +22,8 @@ struct Commits {
     /// First sequence numbers of commits in progress.
     in_flight: BTreeSet<SeqNo>,
     visible: SeqNo,
+    /// Threads in [`CommitTracker::wait_visible`], each woken once its number is visible.
+    waiters: Waiters,
 }
 
 impl CommitTracker {
@@ -32,8 +34,8 @@ impl CommitTracker {
                 last_allocated: last,
                 in_flight: BTreeSet::new(),
                 visible: last,
+                waiters: Waiters::default(),
             }),
-            finished: Condvar::new(),
         }
     }
 
@@ -54,11 +56,11 @@ impl CommitTracker {
             Some(&oldest) => oldest - 1,
             None => s.last_allocated,
         };
-        // Waking the waiters when a later commit finishes first would only send them
-        // back to sleep: under load that is most finishes, each waking every writer.
         if visible > s.visible {
             s.visible = visible;
-            self.finished.notify_all();
+            let woken = s.waiters.take_reached(|seq, _| seq <= visible);
+            drop(s);
+            wakeup::wake(woken);
         }
     }
 
@@ -75,7 +77,7 @@ impl CommitTracker {
     pub fn wait_visible(&self, seq: SeqNo) {
         let mut s = self.state.lock();
         while s.visible < seq {
-            self.finished.wait(&mut s);
+            wakeup::sleep(&mut s, |c| &mut c.waiters, seq, false);
         }
     }
 }

@@ -3,8 +3,9 @@
 //! Appenders frame their record into a shared pending buffer under a short lock and get
 //! an LSN. Whoever finds no write in progress becomes the leader: it takes everything
 //! pending, writes it with one `write` and (under [`SyncPolicy::EveryCommit`]) one fsync,
-//! then wakes every waiter. Records queued while a leader is busy form the next batch,
-//! so under load one fsync covers many records.
+//! then wakes the waiters it satisfied, and one of the others to lead the next batch.
+//! Records queued while a leader is busy form that next batch, so under load one fsync
+//! covers many records.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
@@ -17,6 +18,7 @@ use crate::format::RecordFramer;
 use crate::options::{SyncPolicy, WalOptions};
 use crate::segment::SEGMENT_HEADER_SIZE;
 use crate::segment_writer::SegmentWriter;
+use crate::wakeup::{self, Waiters};
 use crate::{Error, IoContext, Lsn, Result};
 
 /// Counters describing the log's work since it was opened.
@@ -42,7 +44,6 @@ struct Shared {
     options: WalOptions,
     dir: PathBuf,
     queue: Mutex<Queue>,
-    batch_done: Condvar,
     io: Mutex<SegmentWriter>,
     shutdown: Mutex<bool>,
     shutdown_signal: Condvar,
@@ -61,6 +62,9 @@ struct Queue {
     /// Every LSN below this is durable.
     durable: Lsn,
     leader_active: bool,
+    /// Appenders waiting for a batch: for their record to be written, or (`strict`)
+    /// durable.
+    waiters: Waiters,
     failure: Option<String>,
     spare: Vec<u8>,
     stats: WalStats,
@@ -83,6 +87,7 @@ impl Wal {
             written: next_lsn,
             durable: next_lsn,
             leader_active: false,
+            waiters: Waiters::default(),
             failure: None,
             spare: Vec::new(),
             stats: WalStats::default(),
@@ -91,7 +96,6 @@ impl Wal {
             options,
             dir: dir.to_path_buf(),
             queue: Mutex::new(queue),
-            batch_done: Condvar::new(),
             io: Mutex::new(writer),
             shutdown: Mutex::new(false),
             shutdown_signal: Condvar::new(),
@@ -219,6 +223,20 @@ impl Queue {
             self.written >= target
         }
     }
+
+    /// Once a batch ended: the waiters it satisfied, and one other to lead the next
+    /// batch (or, if the log failed, every waiter, to report it).
+    fn woken_after_batch(&mut self) -> Vec<std::thread::Thread> {
+        if self.failure.is_some() {
+            return self.waiters.take_all();
+        }
+        let (written, durable) = (self.written, self.durable);
+        let mut woken = self
+            .waiters
+            .take_reached(|target, strict| target <= if strict { durable } else { written });
+        woken.extend(self.waiters.take_first());
+        woken
+    }
 }
 
 impl Shared {
@@ -238,7 +256,7 @@ impl Shared {
                 return Err(Error::Poisoned(failure.clone()));
             }
             if queue.leader_active {
-                self.batch_done.wait(&mut queue);
+                wakeup::sleep(&mut queue, |q| &mut q.waiters, target, durable);
             } else {
                 queue = self.lead_batch(queue, durable);
             }
@@ -288,7 +306,8 @@ impl Shared {
         if bytes.capacity() > queue.spare.capacity() {
             queue.spare = bytes;
         }
-        self.batch_done.notify_all();
+        let woken = queue.woken_after_batch();
+        MutexGuard::unlocked(&mut queue, || wakeup::wake(woken));
         queue
     }
 }

@@ -14,6 +14,7 @@ mod recovery;
 pub mod rng;
 pub mod segment;
 mod segment_writer;
+pub mod wakeup;
 
 pub(crate) use error::IoContext;
 pub use error::{Error, Result};
