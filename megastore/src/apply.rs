@@ -3,8 +3,9 @@
 //! were) is read as of just before that timestamp, so applying an entry twice, or
 //! finishing an apply a crash interrupted, writes the same cells.
 //!
-//! Applying maintains the data and the local indexes; the global indexes are
-//! maintained later from the same entries by the background indexer, through
+//! Applying maintains the data and the local indexes, and, when the group's global
+//! indexes are caught up, those too ([`Indexes::All`]). Otherwise the background
+//! indexer maintains them later from the same entries, in order, through
 //! [`apply_global_indexes`].
 
 use std::collections::BTreeMap;
@@ -33,7 +34,24 @@ struct Change<'s> {
 /// Mutations grouped by Bigtable table and row.
 type Batch = BTreeMap<String, BTreeMap<Vec<u8>, Vec<Mutation>>>;
 
-/// Writes an entry's data, local-index and mailbox cells. The group's root row is
+/// Which index cells [`apply_entry`] writes with the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Indexes {
+    Local,
+    /// Local and global: the group's earlier entries are all in the global indexes.
+    All,
+}
+
+impl Indexes {
+    fn scopes(self) -> &'static [IndexScope] {
+        match self {
+            Indexes::Local => &[IndexScope::Local],
+            Indexes::All => &[IndexScope::Local, IndexScope::Global],
+        }
+    }
+}
+
+/// Writes an entry's data, mailbox and index cells. The group's root row is
 /// `group_row` in Bigtable table `root_table`.
 pub fn apply_entry(
     engine: &Engine,
@@ -41,6 +59,7 @@ pub fn apply_entry(
     root_table: &str,
     group_row: &[u8],
     entry: &LogEntry,
+    indexes: Indexes,
 ) -> Result<(), Error> {
     let resolved = resolutions(engine, (root_table, group_row), entry)?;
     let changes = changes(engine, schema, group_row, entry, &resolved)?;
@@ -56,7 +75,7 @@ pub fn apply_entry(
             schema,
             group_row,
             change,
-            IndexScope::Local,
+            indexes.scopes(),
             entry.timestamp,
             &mut batch,
         )?;
@@ -82,7 +101,7 @@ pub fn apply_global_indexes(
             schema,
             group_row,
             change,
-            IndexScope::Global,
+            &[IndexScope::Global],
             entry.timestamp,
             &mut batch,
         )?;
@@ -480,12 +499,12 @@ fn index_mutations(
     schema: &Schema,
     group_row: &[u8],
     change: &Change<'_>,
-    scope: IndexScope,
+    scopes: &[IndexScope],
     ts: i64,
     batch: &mut Batch,
 ) -> Result<(), Error> {
     let indexes = schema.indexes.iter().filter(|i| {
-        i.scope == scope
+        scopes.contains(&i.scope)
             && i.table == change.table.name
             && !matches!(change.only_index, Some(only) if only != i.name)
     });

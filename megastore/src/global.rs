@@ -2,6 +2,10 @@
 //! entries are not yet reflected in the global indexes, a thread that drains it, and
 //! the watermark that tells a global-index reader how stale its answer may be.
 //!
+//! Usually an entry's global-index cells are written as it is applied, and it leaves
+//! the queue then ([`IndexQueue::indexed`]). The thread catches up the groups whose
+//! indexes fell behind: found at start-up, or with an earlier entry not yet indexed.
+//!
 //! A committer registers its entry here *before* proposing it, when it touches a global
 //! index, with the entry's timestamp chosen under the queue's lock and above every
 //! watermark reported so far. So the watermark (just below the first unindexed entry of
@@ -108,6 +112,11 @@ impl IndexQueue {
         self.changed.notify_all();
     }
 
+    /// The entry stamped `ts` was indexed as it was applied.
+    pub fn indexed(&self, root: &RootRow, ts: i64) {
+        self.abandon(root, ts);
+    }
+
     /// Registers a group that may hold unindexed entries of unknown timestamps (found
     /// at start-up).
     pub fn register_unknown(&self, root: &RootRow) {
@@ -150,6 +159,12 @@ impl IndexQueue {
                 self.changed.wait(&mut state);
             }
         }
+    }
+
+    /// Paused, the maintenance waits, and so does indexing as entries are applied (a
+    /// knob to observe and test the asynchronous path).
+    pub fn paused(&self) -> bool {
+        self.state.lock().paused
     }
 
     pub fn set_paused(&self, paused: bool) {

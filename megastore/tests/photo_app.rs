@@ -240,6 +240,26 @@ fn read_modes_differ_on_a_committed_unapplied_entry() {
 }
 
 #[test]
+fn a_commit_is_in_the_global_indexes_once_it_is_applied() {
+    let fs = FaultyFs::new();
+    let db = photo_app(&fs);
+    let (_, c) = db
+        .transact(&user_group(1), |tx| tx.put(photo(1, 1, 10, &["now"])))
+        .unwrap();
+    // No waiting: the commit applied the entry here, and its index cells with it.
+    let answer = db.query_global("PhotosByTag", &tag("now")).unwrap();
+    assert!(
+        answer.watermark >= c.timestamp,
+        "{} < {}",
+        answer.watermark,
+        c.timestamp
+    );
+    assert_eq!(answer.value.len(), 1);
+    let (meta, _) = db.group_meta(&user_group(1)).unwrap();
+    assert_eq!(meta.indexed, meta.applied);
+}
+
+#[test]
 fn a_global_query_can_miss_a_commit_until_the_watermark_passes_it() {
     let fs = FaultyFs::new();
     let db = photo_app(&fs);

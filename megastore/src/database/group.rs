@@ -11,7 +11,7 @@ use parking_lot::RwLock;
 
 use super::commit::{Prepared, Verdict};
 use super::{Committed, Core, GroupName};
-use crate::apply::{apply_entry, touches_global_index};
+use crate::apply::{apply_entry, touches_global_index, Indexes};
 use crate::layout::GroupMeta;
 use crate::log::{LogEntry, Write};
 use crate::replica::{GroupState, RootRow};
@@ -172,15 +172,31 @@ impl Core {
                 })?;
                 let entry = LogEntry::decode(bytes)?;
                 let schema = self.schema_at(entry.schema_version)?;
-                if !witness {
-                    apply_entry(self.engine(), &schema, &root.table, &root.row, &entry)?;
-                }
                 let global = !witness && touches_global_index(&schema, &entry);
+                // With the group's global indexes caught up, this entry's go in with its
+                // data; else the indexer writes them later, after the earlier ones.
+                let caught_up = meta.indexed == meta.applied;
+                let indexed_here = caught_up && !self.queue.paused();
+                if !witness {
+                    let indexes = if indexed_here {
+                        Indexes::All
+                    } else {
+                        Indexes::Local
+                    };
+                    apply_entry(
+                        self.engine(),
+                        &schema,
+                        &root.table,
+                        &root.row,
+                        &entry,
+                        indexes,
+                    )?;
+                }
                 let next = GroupMeta {
                     applied: position,
                     // A no-op chosen by catch-up carries no timestamp of its own.
                     applied_timestamp: meta.applied_timestamp.max(entry.timestamp),
-                    indexed: if meta.indexed == meta.applied && !global {
+                    indexed: if caught_up && (indexed_here || !global) {
                         position
                     } else {
                         meta.indexed
@@ -192,8 +208,10 @@ impl Core {
                     continue 'fresh; // someone else advanced the group meanwhile
                 }
                 self.counters.applied.fetch_add(1, Ordering::Relaxed);
-                if global {
-                    self.queue.applied(root, entry.timestamp);
+                match (global, indexed_here) {
+                    (true, true) => self.queue.indexed(root, entry.timestamp),
+                    (true, false) => self.queue.applied(root, entry.timestamp),
+                    (false, _) => {}
                 }
                 if !witness && entry.writes.iter().any(|w| matches!(w, Write::Send { .. })) {
                     self.outboxes.add(root);

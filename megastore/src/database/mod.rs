@@ -431,7 +431,8 @@ impl Database {
         self.core.queue.wait_for(timestamp);
     }
 
-    /// Stops (or restarts) the background global-index maintenance; commits go on.
+    /// Stops (or restarts) global-index maintenance, both as entries are applied and in
+    /// the background; commits go on.
     pub fn pause_global_indexing(&self, paused: bool) {
         self.core.queue.set_paused(paused);
     }
