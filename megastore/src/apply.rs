@@ -34,7 +34,7 @@ struct Change<'s> {
 /// Mutations grouped by Bigtable table and row.
 type Batch = BTreeMap<String, BTreeMap<Vec<u8>, Vec<Mutation>>>;
 
-/// Which index cells [`apply_entry`] writes with the data.
+/// Which index cells [`entry_cells`] holds with the data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Indexes {
     Local,
@@ -51,16 +51,43 @@ impl Indexes {
     }
 }
 
-/// Writes an entry's data, mailbox and index cells. The group's root row is
-/// `group_row` in Bigtable table `root_table`.
-pub fn apply_entry(
+/// An entry's cells, by Bigtable table and row, to be written.
+#[derive(Default)]
+pub struct EntryCells(Batch);
+
+impl EntryCells {
+    /// Takes out the rows of `table` (to commit them with the group's state cell).
+    pub fn take_table(&mut self, table: &str) -> Vec<RowMutations> {
+        self.0
+            .remove(table)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(row, mutations)| RowMutations { row, mutations })
+            .collect()
+    }
+
+    pub fn write(mut self, engine: &Engine) -> Result<(), Error> {
+        while let Some(table) = self.0.keys().next().cloned() {
+            let rows = self.take_table(&table);
+            // Buffered: the entry is durable in the log, so a lost apply is redone.
+            for result in engine.mutate_rows_with(&table, &rows, Durability::Buffered)? {
+                result?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An entry's data, mailbox and index cells. The group's root row is `group_row` in
+/// Bigtable table `root_table`.
+pub fn entry_cells(
     engine: &Engine,
     schema: &Schema,
     root_table: &str,
     group_row: &[u8],
     entry: &LogEntry,
     indexes: Indexes,
-) -> Result<(), Error> {
+) -> Result<EntryCells, Error> {
     let resolved = resolutions(engine, (root_table, group_row), entry)?;
     let changes = changes(engine, schema, group_row, entry, &resolved)?;
     let mut batch = Batch::new();
@@ -80,7 +107,7 @@ pub fn apply_entry(
             &mut batch,
         )?;
     }
-    write(engine, batch)
+    Ok(EntryCells(batch))
 }
 
 /// Writes an (already applied) entry's global-index cells.
@@ -106,7 +133,7 @@ pub fn apply_global_indexes(
             &mut batch,
         )?;
     }
-    write(engine, batch)
+    EntryCells(batch).write(engine)
 }
 
 /// Whether the entry changes any global index (the indexer has work to do for it).
@@ -565,18 +592,4 @@ fn index_cell(
             layout::GLOBAL_ENTRY.to_vec(),
         ),
     }
-}
-
-fn write(engine: &Engine, batch: Batch) -> Result<(), Error> {
-    for (table, rows) in batch {
-        let rows: Vec<RowMutations> = rows
-            .into_iter()
-            .map(|(row, mutations)| RowMutations { row, mutations })
-            .collect();
-        // Buffered: the entry is durable in the log, so a lost apply is redone.
-        for result in engine.mutate_rows_with(&table, &rows, Durability::Buffered)? {
-            result?;
-        }
-    }
-    Ok(())
 }

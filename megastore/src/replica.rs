@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use bigtable::{Durability, Engine, Mutation, RowFilter, TimestampRange};
+use bigtable::{Durability, Engine, Mutation, RowFilter, RowMutations, TimestampRange};
 
 use crate::layout::{column, family_at, log_qualifier, GroupMeta, LOG, META, META_STATE};
 use crate::paxos::acceptor::{AcceptorState, Refusal};
@@ -326,7 +326,21 @@ impl Replica {
         expected: Option<&[u8]>,
         meta: GroupMeta,
     ) -> Result<bool, Error> {
-        self.compare_and_set(root, META, META_STATE, expected, meta.encode(), Vec::new())
+        self.set_meta_along(root, expected, meta, &[])
+    }
+
+    /// [`Replica::set_meta`], in one commit with `rows` of the root row's table, which
+    /// are written whether or not the state cell still held `expected`: an applied
+    /// entry's cells (an apply is idempotent, so a lost race only rewrites them).
+    pub fn set_meta_along(
+        &self,
+        root: &RootRow,
+        expected: Option<&[u8]>,
+        meta: GroupMeta,
+        rows: &[RowMutations],
+    ) -> Result<bool, Error> {
+        let cell = (META, META_STATE);
+        self.compare_and_set(root, cell, expected, meta.encode(), Vec::new(), rows)
     }
 
     /// The group's applied position, made durable first: the state cell rewritten
@@ -386,20 +400,21 @@ impl Replica {
                 },
             })
             .collect();
-        self.compare_and_set(root, META, META_STATE, expected, meta.encode(), deletions)
+        let cell = (META, META_STATE);
+        self.compare_and_set(root, cell, expected, meta.encode(), deletions, &[])
     }
 
     /// One buffered check-and-mutate: writes `value` to the column (and applies `also`)
-    /// if its newest cell equals `expected` (`None`: the column is empty). Whether it
-    /// wrote.
+    /// if its newest cell equals `expected` (`None`: the column is empty), committing
+    /// `rows` of the table with it in any case. Whether it wrote.
     fn compare_and_set(
         &self,
         root: &RootRow,
-        family: &str,
-        qualifier: &[u8],
+        (family, qualifier): (&str, &[u8]),
         expected: Option<&[u8]>,
         value: Vec<u8>,
         also: Vec<Mutation>,
+        rows: &[RowMutations],
     ) -> Result<bool, Error> {
         let mut write = also;
         write.push(set_cell(family, qualifier, value));
@@ -415,12 +430,13 @@ impl Replica {
             Some(_) => (&write, &[]),
             None => (&[], &write),
         };
-        let matched = self.engine.check_and_mutate_row_with(
+        let matched = self.engine.check_and_mutate_row_along(
             &root.table,
             &root.row,
             Some(&predicate),
             if_true,
             if_false,
+            rows,
             Durability::Buffered,
         )?;
         Ok(matched == expected.is_some())

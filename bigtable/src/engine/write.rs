@@ -119,6 +119,24 @@ impl Engine {
         if_false: &[Mutation],
         durability: Durability,
     ) -> Result<bool> {
+        self.check_and_mutate_row_along(table, row, predicate, if_true, if_false, &[], durability)
+    }
+
+    /// [`Engine::check_and_mutate_row_with`], writing `also` (other rows of the table,
+    /// whatever the predicate says) in the same commit as the chosen mutations: one
+    /// log record instead of two, atomic with them while every row is in one tablet.
+    /// If any entry of `also` is invalid, nothing is written.
+    #[allow(clippy::too_many_arguments)]
+    pub fn check_and_mutate_row_along(
+        &self,
+        table: &str,
+        row: &[u8],
+        predicate: Option<&RowFilter>,
+        if_true: &[Mutation],
+        if_false: &[Mutation],
+        also: &[RowMutations],
+        durability: Durability,
+    ) -> Result<bool> {
         let schema = self.core.table_schema(table)?;
         let predicate = predicate.map(RowFilter::compile).transpose()?;
         for mutations in [if_true, if_false] {
@@ -127,7 +145,15 @@ impl Engine {
             }
         }
         check_row_key(row)?;
-        let _locks = self.core.row_locks.lock(table_key(table), &[row]);
+        for other in also {
+            validate(&schema, &other.row, &other.mutations)?;
+        }
+        let mut rows: Vec<(&[u8], &[Mutation])> = also
+            .iter()
+            .map(|r| (r.row.as_slice(), r.mutations.as_slice()))
+            .collect();
+        let locked: Vec<&[u8]> = rows.iter().map(|(r, _)| *r).chain([row]).collect();
+        let _locks = self.core.row_locks.lock(table_key(table), &locked);
         // Only the cells the predicate may look at (any cell, without one).
         let window = match &predicate {
             Some(filter) => filter.read_window(),
@@ -140,7 +166,10 @@ impl Engine {
         };
         let chosen = if matched { if_true } else { if_false };
         if !chosen.is_empty() {
-            self.core.commit(table, &[(row, chosen)], durability)?;
+            rows.push((row, chosen));
+        }
+        if !rows.is_empty() {
+            self.core.commit(table, &rows, durability)?;
         }
         Ok(matched)
     }

@@ -11,7 +11,7 @@ use parking_lot::RwLock;
 
 use super::commit::{Prepared, Verdict};
 use super::{Committed, Core, GroupName};
-use crate::apply::{apply_entry, touches_global_index, Indexes};
+use crate::apply::{entry_cells, touches_global_index, EntryCells, Indexes};
 use crate::layout::GroupMeta;
 use crate::log::{LogEntry, Write};
 use crate::replica::{GroupState, RootRow};
@@ -177,13 +177,14 @@ impl Core {
                 // data; else the indexer writes them later, after the earlier ones.
                 let caught_up = meta.indexed == meta.applied;
                 let indexed_here = caught_up && !self.queue.paused();
+                let mut cells = EntryCells::default();
                 if !witness {
                     let indexes = if indexed_here {
                         Indexes::All
                     } else {
                         Indexes::Local
                     };
-                    apply_entry(
+                    cells = entry_cells(
                         self.engine(),
                         &schema,
                         &root.table,
@@ -192,6 +193,10 @@ impl Core {
                         indexes,
                     )?;
                 }
+                // The root table's cells go in one commit with the state cell, the
+                // others (global indexes, say) before it.
+                let with_state = cells.take_table(&root.table);
+                cells.write(self.engine())?;
                 let next = GroupMeta {
                     applied: position,
                     // A no-op chosen by catch-up carries no timestamp of its own.
@@ -204,7 +209,10 @@ impl Core {
                     schema_version: meta.schema_version.max(entry.schema_version),
                     cleaned: meta.cleaned,
                 };
-                if !self.replica.set_meta(root, expected.as_deref(), next)? {
+                if !self
+                    .replica
+                    .set_meta_along(root, expected.as_deref(), next, &with_state)?
+                {
                     continue 'fresh; // someone else advanced the group meanwhile
                 }
                 self.counters.applied.fetch_add(1, Ordering::Relaxed);

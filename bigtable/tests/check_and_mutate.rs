@@ -1,0 +1,149 @@
+//! A conditional write that carries other rows of the table along: they are written
+//! whatever the predicate says, in the same commit-log record, as durable as it is.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use bigtable::{
+    Durability, Engine, EngineOptions, Error, Mutation, RowFilter, RowMutations, TableSchema,
+};
+use wal::fs::{CrashMode, FaultyFs};
+
+fn set(value: &[u8]) -> Mutation {
+    Mutation::SetCell {
+        family: b"cf".to_vec(),
+        qualifier: b"q".to_vec(),
+        timestamp: Some(0),
+        value: value.to_vec(),
+    }
+}
+
+fn along(rows: &[&str], value: &[u8]) -> Vec<RowMutations> {
+    rows.iter()
+        .map(|r| RowMutations {
+            row: r.as_bytes().to_vec(),
+            mutations: vec![set(value)],
+        })
+        .collect()
+}
+
+fn value(engine: &Engine, row: &str) -> Option<Vec<u8>> {
+    let row = engine.read_row("t", row.as_bytes(), None).unwrap()?;
+    Some(row.cells[0].value.clone())
+}
+
+fn open(fs: &FaultyFs) -> Engine {
+    let engine = Engine::open(fs.shared(), "/db", EngineOptions::default()).unwrap();
+    match engine.create_table("t", TableSchema::with_families(["cf"])) {
+        Ok(()) | Err(Error::AlreadyExists(_)) => engine,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Matches iff the row's cell holds `expected`.
+fn holds(expected: &[u8]) -> RowFilter {
+    RowFilter::ValueRange {
+        start: std::ops::Bound::Included(expected.to_vec()),
+        end: std::ops::Bound::Included(expected.to_vec()),
+    }
+}
+
+#[test]
+fn rows_along_are_written_whatever_the_predicate_says_in_one_record() {
+    let fs = FaultyFs::new();
+    let engine = open(&fs);
+    engine.mutate_row("t", b"meta", &[set(b"v1")]).unwrap();
+    let records = |e: &Engine| e.log_bytes();
+
+    let before = records(&engine);
+    let matched = engine
+        .check_and_mutate_row_along(
+            "t",
+            b"meta",
+            Some(&holds(b"v1")),
+            &[set(b"v2")],
+            &[],
+            &along(&["a", "b"], b"x"),
+            Durability::Buffered,
+        )
+        .unwrap();
+    assert!(matched);
+    assert_eq!(value(&engine, "meta").as_deref(), Some(&b"v2"[..]));
+    assert_eq!(value(&engine, "a").as_deref(), Some(&b"x"[..]));
+    assert_eq!(value(&engine, "b").as_deref(), Some(&b"x"[..]));
+    let one_record = records(&engine) - before;
+
+    // The predicate fails: the conditional write does not happen, the rows along do.
+    let matched = engine
+        .check_and_mutate_row_along(
+            "t",
+            b"meta",
+            Some(&holds(b"v1")),
+            &[set(b"v3")],
+            &[],
+            &along(&["a", "c"], b"y"),
+            Durability::Synced,
+        )
+        .unwrap();
+    assert!(!matched);
+    assert_eq!(value(&engine, "meta").as_deref(), Some(&b"v2"[..]));
+    assert_eq!(value(&engine, "a").as_deref(), Some(&b"y"[..]));
+    assert_eq!(value(&engine, "c").as_deref(), Some(&b"y"[..]));
+
+    // One record: the same rows written as two commits take more log bytes.
+    let before = records(&engine);
+    engine.mutate_rows("t", &along(&["a", "b"], b"x")).unwrap();
+    engine.mutate_row("t", b"meta", &[set(b"v2")]).unwrap();
+    assert!(records(&engine) - before > one_record);
+}
+
+#[test]
+fn an_invalid_row_along_writes_nothing() {
+    let fs = FaultyFs::new();
+    let engine = open(&fs);
+    let mut rows = along(&["a"], b"x");
+    rows.push(RowMutations {
+        row: b"b".to_vec(),
+        mutations: vec![Mutation::SetCell {
+            family: b"no-such-family".to_vec(),
+            qualifier: b"q".to_vec(),
+            timestamp: Some(0),
+            value: b"x".to_vec(),
+        }],
+    });
+    let result = engine.check_and_mutate_row_along(
+        "t",
+        b"meta",
+        None,
+        &[],
+        &[set(b"m")],
+        &rows,
+        Durability::Synced,
+    );
+    assert!(result.is_err(), "{result:?}");
+    assert_eq!(value(&engine, "meta"), None);
+    assert_eq!(value(&engine, "a"), None);
+}
+
+#[test]
+fn rows_along_are_as_durable_as_the_conditional_write() {
+    let fs = FaultyFs::new();
+    {
+        let engine = open(&fs);
+        engine
+            .check_and_mutate_row_along(
+                "t",
+                b"meta",
+                None,
+                &[],
+                &[set(b"m")],
+                &along(&["a", "b"], b"x"),
+                Durability::Synced,
+            )
+            .unwrap();
+        fs.crash(CrashMode::DropUnsynced);
+    }
+    let engine = open(&fs);
+    assert_eq!(value(&engine, "meta").as_deref(), Some(&b"m"[..]));
+    assert_eq!(value(&engine, "a").as_deref(), Some(&b"x"[..]));
+    assert_eq!(value(&engine, "b").as_deref(), Some(&b"x"[..]));
+}
