@@ -13,6 +13,7 @@
 //! indexes lack.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,13 +49,17 @@ struct QueueState {
     now: i64,
     /// The largest watermark reported: later entries are stamped above it.
     reported: i64,
-    paused: bool,
     shutdown: bool,
 }
 
 pub(crate) struct IndexQueue {
     state: Mutex<QueueState>,
-    changed: Condvar,
+    /// A group became dirty, or the queue was paused or shut down (for the indexer).
+    work: Condvar,
+    /// The watermark may have moved (for [`IndexQueue::wait_for`]).
+    progress: Condvar,
+    /// Outside the lock: every apply asks.
+    paused: AtomicBool,
     clock: Arc<dyn Clock>,
 }
 
@@ -62,7 +67,9 @@ impl IndexQueue {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         IndexQueue {
             state: Mutex::new(QueueState::default()),
-            changed: Condvar::new(),
+            work: Condvar::new(),
+            progress: Condvar::new(),
+            paused: AtomicBool::new(false),
             clock,
         }
     }
@@ -100,7 +107,7 @@ impl IndexQueue {
                 state.groups.remove(root);
             }
         }
-        self.changed.notify_all();
+        self.progress.notify_all();
     }
 
     /// An entry stamped `ts` that touches a global index was applied: index it.
@@ -109,7 +116,7 @@ impl IndexQueue {
         let pending = state.groups.entry(root.clone()).or_default();
         pending.stamps.insert(ts);
         pending.dirty = true;
-        self.changed.notify_all();
+        self.work.notify_all();
     }
 
     /// The entry stamped `ts` was indexed as it was applied.
@@ -124,7 +131,7 @@ impl IndexQueue {
         let pending = state.groups.entry(root.clone()).or_default();
         pending.unknown = true;
         pending.dirty = true;
-        self.changed.notify_all();
+        self.work.notify_all();
     }
 
     /// Every entry with a timestamp at or below this is in the global indexes.
@@ -153,10 +160,10 @@ impl IndexQueue {
             if state.groups.is_empty() {
                 // Nothing pending: the watermark is the clock, which only time moves.
                 let micros = u64::try_from(timestamp - watermark).unwrap_or(1);
-                self.changed
+                self.progress
                     .wait_for(&mut state, Duration::from_micros(micros));
             } else {
-                self.changed.wait(&mut state);
+                self.progress.wait(&mut state);
             }
         }
     }
@@ -164,17 +171,21 @@ impl IndexQueue {
     /// Paused, the maintenance waits, and so does indexing as entries are applied (a
     /// knob to observe and test the asynchronous path).
     pub fn paused(&self) -> bool {
-        self.state.lock().paused
+        self.paused.load(Ordering::Acquire)
     }
 
     pub fn set_paused(&self, paused: bool) {
-        self.state.lock().paused = paused;
-        self.changed.notify_all();
+        self.paused.store(paused, Ordering::Release);
+        // Taken so that an indexer between its check and its wait gets the notice.
+        let _state = self.state.lock();
+        self.work.notify_all();
+        self.progress.notify_all();
     }
 
     pub fn shut_down(&self) {
         self.state.lock().shutdown = true;
-        self.changed.notify_all();
+        self.work.notify_all();
+        self.progress.notify_all();
     }
 
     /// The next group with news to index, waiting for one; `None` at shutdown.
@@ -184,13 +195,13 @@ impl IndexQueue {
             if state.shutdown {
                 return None;
             }
-            if !state.paused {
+            if !self.paused() {
                 if let Some((root, pending)) = state.groups.iter_mut().find(|(_, p)| p.dirty) {
                     pending.dirty = false;
                     return Some(root.clone());
                 }
             }
-            self.changed.wait(&mut state);
+            self.work.wait(&mut state);
         }
     }
 
@@ -205,7 +216,7 @@ impl IndexQueue {
                 state.groups.remove(root);
             }
         }
-        self.changed.notify_all();
+        self.progress.notify_all();
     }
 
     /// Indexing the group failed: it stays pending; wait a little before the next try
@@ -216,8 +227,7 @@ impl IndexQueue {
             pending.dirty = true;
         }
         if !state.shutdown {
-            self.changed
-                .wait_for(&mut state, Duration::from_millis(100));
+            self.work.wait_for(&mut state, Duration::from_millis(100));
         }
     }
 }
