@@ -42,6 +42,12 @@ fn main() {
             ("prepare", "Prepare", "PrepareRequest", "PaxosReply"),
             ("accept", "Accept", "AcceptRequest", "PaxosReply"),
             (
+                "accept_batch",
+                "AcceptBatch",
+                "AcceptBatch",
+                "AcceptBatchReply",
+            ),
+            (
                 "highest_position",
                 "HighestPosition",
                 "GroupRequest",

@@ -29,8 +29,8 @@ pub mod version;
 pub use wal::fs;
 
 pub use engine::{
-    Durability, Engine, EngineOptions, EngineStats, ReadModifyWrite, ReadRequest, RowMutations,
-    RowRange, RowSet, RowStream, TableSnapshot,
+    Durability, Engine, EngineOptions, EngineStats, ReadModifyWrite, ReadRequest, RowCheck,
+    RowMutations, RowRange, RowSet, RowStream, TableSnapshot,
 };
 pub use error::{Error, Result};
 pub use filter::RowFilter;

@@ -1,10 +1,12 @@
-//! A conditional write that carries other rows of the table along: they are written
-//! whatever the predicate says, in the same commit-log record, as durable as it is.
+//! Conditional writes in one commit: one that carries other rows of the table along
+//! (written whatever the predicate says, in the same commit-log record, as durable as
+//! it is), and several of distinct rows judged together and written with one fsync.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use bigtable::{
-    Durability, Engine, EngineOptions, Error, Mutation, RowFilter, RowMutations, TableSchema,
+    Durability, Engine, EngineOptions, Error, Mutation, RowCheck, RowFilter, RowMutations,
+    TableSchema,
 };
 use wal::fs::{CrashMode, FaultyFs};
 
@@ -146,4 +148,76 @@ fn rows_along_are_as_durable_as_the_conditional_write() {
     assert_eq!(value(&engine, "meta").as_deref(), Some(&b"m"[..]));
     assert_eq!(value(&engine, "a").as_deref(), Some(&b"x"[..]));
     assert_eq!(value(&engine, "b").as_deref(), Some(&b"x"[..]));
+}
+
+fn check(row: &str, expected: &[u8], new: &[u8]) -> RowCheck {
+    RowCheck {
+        row: row.as_bytes().to_vec(),
+        predicate: Some(holds(expected)),
+        if_true: vec![set(new)],
+        if_false: Vec::new(),
+    }
+}
+
+#[test]
+fn checks_of_several_rows_are_judged_each_and_written_with_one_fsync() {
+    let fs = FaultyFs::new();
+    let engine = open(&fs);
+    for row in ["a", "b", "c"] {
+        engine
+            .mutate_row("t", row.as_bytes(), &[set(b"old")])
+            .unwrap();
+    }
+    let syncs = engine.log_syncs();
+    let matched = engine
+        .check_and_mutate_rows(
+            "t",
+            &[
+                check("a", b"old", b"new"),
+                check("b", b"other", b"new"),
+                check("c", b"old", b"new"),
+                RowCheck {
+                    row: b"d".to_vec(),
+                    predicate: None,
+                    if_true: Vec::new(),
+                    if_false: vec![set(b"fresh")],
+                },
+            ],
+            Durability::Synced,
+        )
+        .unwrap();
+    assert_eq!(matched, [true, false, true, false]);
+    assert_eq!(engine.log_syncs() - syncs, 1, "one fsync for the batch");
+    let values: Vec<_> = ["a", "b", "c", "d"]
+        .map(|r| value(&engine, r).unwrap())
+        .into();
+    assert_eq!(values, [&b"new"[..], b"old", b"new", b"fresh"]);
+
+    fs.crash(CrashMode::DropUnsynced);
+    drop(engine);
+    let engine = open(&fs);
+    assert_eq!(value(&engine, "c").as_deref(), Some(&b"new"[..]));
+    assert_eq!(value(&engine, "d").as_deref(), Some(&b"fresh"[..]));
+}
+
+#[test]
+fn a_batch_naming_one_row_twice_writes_nothing() {
+    let fs = FaultyFs::new();
+    let engine = open(&fs);
+    engine.mutate_row("t", b"a", &[set(b"old")]).unwrap();
+    let result = engine.check_and_mutate_rows(
+        "t",
+        &[
+            check("a", b"old", b"one"),
+            check("b", b"", b"x"),
+            check("a", b"old", b"two"),
+        ],
+        Durability::Synced,
+    );
+    assert!(
+        matches!(result, Err(Error::InvalidArgument(_))),
+        "{result:?}"
+    );
+    assert_eq!(value(&engine, "a").as_deref(), Some(&b"old"[..]));
+    assert_eq!(value(&engine, "b"), None);
 }

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use bigtable::{Durability, Engine, Mutation, RowFilter, RowMutations, TimestampRange};
+use bigtable::{Durability, Engine, Mutation, RowCheck, RowFilter, RowMutations, TimestampRange};
 
 use crate::layout::{column, family_at, log_qualifier, GroupMeta, LOG, META, META_STATE};
 use crate::paxos::acceptor::{AcceptorState, Refusal};
@@ -15,6 +15,20 @@ use crate::Error;
 
 /// What an acceptor accepted: the ballot and the value.
 pub type Accepted = (u64, Vec<u8>);
+
+/// An accept request: group, position, ballot, value.
+pub type AcceptRequest = (RootRow, u64, u64, Vec<u8>);
+
+/// How an acceptor rule judges a position's cell as it stands.
+enum Judged {
+    /// The answer, with nothing to write.
+    Done(Result<AcceptorState, Refusal>),
+    /// The cell must go from `current` to `next`.
+    Write {
+        current: Option<Vec<u8>>,
+        next: AcceptorState,
+    },
+}
 
 /// An entity group's root row, as the replica addresses it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -195,6 +209,53 @@ impl Replica {
             .map(|s| s.accepted))
     }
 
+    /// [`Replica::accept`] of several positions (of any groups), with one fsync for
+    /// all: each is judged as `accept` judges it, the writes go together as one
+    /// check-and-mutate per table (`Engine::check_and_mutate_rows`), and one whose cell
+    /// changed meanwhile (or a second of one group) is then handled on its own.
+    pub fn accept_many(
+        &self,
+        accepts: &[AcceptRequest],
+    ) -> Vec<Result<Result<(), Refusal>, Error>> {
+        let mut results: Vec<Option<Result<Result<(), Refusal>, Error>>> =
+            accepts.iter().map(|_| None).collect();
+        let mut batches: BTreeMap<&str, (Vec<usize>, Vec<RowCheck>)> = BTreeMap::new();
+        for (i, (root, position, ballot, value)) in accepts.iter().enumerate() {
+            match self.judge(root, *position, |s| s.accept(*ballot, value)) {
+                Err(e) => results[i] = Some(Err(e)),
+                Ok(Judged::Done(answer)) => results[i] = Some(Ok(answer.map(|_| ()))),
+                Ok(Judged::Write { current, next }) => {
+                    let (items, checks) = batches.entry(&root.table).or_default();
+                    if checks.iter().all(|c| c.row != root.row) {
+                        let value = next.encode();
+                        checks.push(position_write(root, *position, current.as_deref(), value));
+                        items.push(i);
+                    }
+                }
+            }
+        }
+        for (table, (items, checks)) in batches {
+            let Ok(matched) = self
+                .engine
+                .check_and_mutate_rows(table, &checks, Durability::Synced)
+            else {
+                continue; // each is tried again on its own, and reports its own error
+            };
+            for ((i, check), matched) in items.into_iter().zip(&checks).zip(matched) {
+                if wrote(check, matched) {
+                    results[i] = Some(Ok(Ok(())));
+                }
+            }
+        }
+        results
+            .into_iter()
+            .zip(accepts)
+            .map(|(result, (root, position, ballot, value))| {
+                result.unwrap_or_else(|| self.accept(root, *position, *ballot, value))
+            })
+            .collect()
+    }
+
     /// Applies an acceptor rule to a position's cell by compare-and-set; the new state.
     fn transition(
         &self,
@@ -202,36 +263,56 @@ impl Replica {
         position: u64,
         rule: impl Fn(&AcceptorState) -> Result<AcceptorState, Refusal>,
     ) -> Result<Result<AcceptorState, Refusal>, Error> {
-        let qualifier = log_qualifier(position);
         loop {
-            let (current, meta) = self.position_and_meta(root, &qualifier)?;
-            if meta.applied >= position {
-                // Decided here: answer as a chosen state would, without writing.
-                let chosen = match &current {
-                    Some(bytes) => AcceptorState::decode(bytes)?.accepted,
-                    None => None,
-                };
-                return Ok(match chosen {
-                    Some((_, value)) => rule(&AcceptorState::chosen(&value)),
-                    None => Err(Refusal::Applied),
-                });
-            }
-            let state = match &current {
-                Some(bytes) => AcceptorState::decode(bytes)?,
-                None => AcceptorState::default(),
-            };
-            let next = match rule(&state) {
-                Ok(next) => next,
-                Err(refusal) => return Ok(Err(refusal)),
-            };
-            if next == state {
-                return Ok(Ok(next)); // nothing to write (a repeated request)
-            }
-            if self.set_unapplied_position(root, position, current.as_deref(), next.encode())? {
-                return Ok(Ok(next));
+            match self.judge(root, position, &rule)? {
+                Judged::Done(answer) => return Ok(answer),
+                Judged::Write { current, next } => {
+                    let value = next.encode();
+                    let write = position_write(root, position, current.as_deref(), value);
+                    let matched = self.engine.check_and_mutate_row(
+                        &root.table,
+                        &write.row,
+                        write.predicate.as_ref(),
+                        &write.if_true,
+                        &write.if_false,
+                    )?;
+                    if wrote(&write, matched) {
+                        return Ok(Ok(next));
+                    }
+                }
             }
             // The cell or the applied position changed since our read: judge again.
         }
+    }
+
+    /// Judges `rule` on a position's cell as it stands.
+    fn judge(
+        &self,
+        root: &RootRow,
+        position: u64,
+        rule: impl Fn(&AcceptorState) -> Result<AcceptorState, Refusal>,
+    ) -> Result<Judged, Error> {
+        let (current, meta) = self.position_and_meta(root, &log_qualifier(position))?;
+        if meta.applied >= position {
+            // Decided here: answer as a chosen state would, without writing.
+            let chosen = match &current {
+                Some(bytes) => AcceptorState::decode(bytes)?.accepted,
+                None => None,
+            };
+            return Ok(Judged::Done(match chosen {
+                Some((_, value)) => rule(&AcceptorState::chosen(&value)),
+                None => Err(Refusal::Applied),
+            }));
+        }
+        let state = match &current {
+            Some(bytes) => AcceptorState::decode(bytes)?,
+            None => AcceptorState::default(),
+        };
+        Ok(Judged::Done(match rule(&state) {
+            // Nothing to write for a repeated request.
+            Ok(next) if next != state => return Ok(Judged::Write { current, next }),
+            answer => answer,
+        }))
     }
 
     /// The acceptor cell of a position and the group's state, in one row read.
@@ -259,62 +340,6 @@ impl Replica {
             }
         }
         Ok((cell, meta))
-    }
-
-    /// One check-and-mutate: writes a position's acceptor cell if it still holds
-    /// `expected` (`None`: empty) and the group has not applied the position. The
-    /// second condition keeps a slow proposer from reusing a position whose cell the
-    /// log cleanup already deleted.
-    fn set_unapplied_position(
-        &self,
-        root: &RootRow,
-        position: u64,
-        expected: Option<&[u8]>,
-        value: Vec<u8>,
-    ) -> Result<bool, Error> {
-        let qualifier = log_qualifier(position);
-        let applied = applied_through(position);
-        let cell = RowFilter::Chain(vec![
-            column(LOG, &qualifier),
-            RowFilter::CellsPerColumnLimit(1),
-        ]);
-        let write = [set_cell(LOG, &qualifier, value)];
-        let matched_writes = match expected {
-            // Matches (and so does not write) if the cell exists or the position is applied.
-            None => {
-                let predicate = RowFilter::Interleave(vec![cell, applied]);
-                let matched = self.engine.check_and_mutate_row(
-                    &root.table,
-                    &root.row,
-                    Some(&predicate),
-                    &[],
-                    &write,
-                )?;
-                !matched
-            }
-            // Matches (and writes) only if the position is unapplied and the cell holds `old`.
-            Some(old) => {
-                let predicate = RowFilter::Condition {
-                    predicate: Box::new(applied),
-                    true_filter: Some(Box::new(RowFilter::BlockAll)),
-                    false_filter: Some(Box::new(RowFilter::Chain(vec![
-                        cell,
-                        RowFilter::ValueRange {
-                            start: std::ops::Bound::Included(old.to_vec()),
-                            end: std::ops::Bound::Included(old.to_vec()),
-                        },
-                    ]))),
-                };
-                self.engine.check_and_mutate_row(
-                    &root.table,
-                    &root.row,
-                    Some(&predicate),
-                    &write,
-                    &[],
-                )?
-            }
-        };
-        Ok(matched_writes)
     }
 
     /// Replaces the group's state cell if it still holds `expected`. Buffered (no
@@ -440,6 +465,61 @@ impl Replica {
             Durability::Buffered,
         )?;
         Ok(matched == expected.is_some())
+    }
+}
+
+/// The check-and-mutate that writes `value` to a position's acceptor cell if the cell
+/// still holds `expected` (`None`: empty) and the group has not applied the position.
+/// The second condition keeps a slow proposer from reusing a position whose cell the
+/// log cleanup already deleted.
+fn position_write(
+    root: &RootRow,
+    position: u64,
+    expected: Option<&[u8]>,
+    value: Vec<u8>,
+) -> RowCheck {
+    let qualifier = log_qualifier(position);
+    let applied = applied_through(position);
+    let cell = RowFilter::Chain(vec![
+        column(LOG, &qualifier),
+        RowFilter::CellsPerColumnLimit(1),
+    ]);
+    let predicate = match expected {
+        // Matches (and so does not write) if the cell exists or the position is applied.
+        None => RowFilter::Interleave(vec![cell, applied]),
+        // Matches (and writes) only if the position is unapplied and the cell holds `old`.
+        Some(old) => RowFilter::Condition {
+            predicate: Box::new(applied),
+            true_filter: Some(Box::new(RowFilter::BlockAll)),
+            false_filter: Some(Box::new(RowFilter::Chain(vec![
+                cell,
+                RowFilter::ValueRange {
+                    start: std::ops::Bound::Included(old.to_vec()),
+                    end: std::ops::Bound::Included(old.to_vec()),
+                },
+            ]))),
+        },
+    };
+    let write = vec![set_cell(LOG, &qualifier, value)];
+    let (if_true, if_false) = if expected.is_some() {
+        (write, Vec::new())
+    } else {
+        (Vec::new(), write)
+    };
+    RowCheck {
+        row: root.row.clone(),
+        predicate: Some(predicate),
+        if_true,
+        if_false,
+    }
+}
+
+/// Whether a check-and-mutate wrote, given whether its predicate matched.
+fn wrote(check: &RowCheck, matched: bool) -> bool {
+    if matched {
+        !check.if_true.is_empty()
+    } else {
+        !check.if_false.is_empty()
     }
 }
 

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use bigtable::clock::Clock;
 use parking_lot::{Mutex, RwLock};
 
-use crate::replica::RootRow;
+use crate::paxos::proposer::Reply;
+use crate::replica::{AcceptRequest, RootRow};
 use crate::replication::{Acceptor, ProposeOptions};
 use crate::Error;
 
@@ -46,6 +47,14 @@ pub struct Member {
 
 /// A replica as the others reach it.
 pub trait Peer: Acceptor {
+    /// [`Acceptor::accept`] of several positions (of any groups), one answer each in
+    /// order; where the replica can, one fsync covers them all.
+    fn accept_batch(&self, accepts: &[AcceptRequest]) -> Vec<Result<Reply, Error>> {
+        accepts
+            .iter()
+            .map(|(root, position, ballot, value)| self.accept(root, *position, *ballot, value))
+            .collect()
+    }
     /// `value` is chosen at `position`: remember it, and apply it (with every earlier
     /// position this replica knows the value of).
     fn apply(&self, root: &RootRow, position: u64, value: &[u8]) -> Result<(), Error>;

@@ -60,6 +60,14 @@ pub trait Acceptor: Send + Sync + 'static {
     fn chosen_value(&self, root: &RootRow, position: u64) -> Result<Option<Vec<u8>>, Error>;
 }
 
+/// The reply to an accept of `ballot` that the acceptor judged so.
+pub(crate) fn accept_reply(ballot: u64, judged: Result<(), Refusal>) -> Reply {
+    match judged {
+        Ok(()) => Reply::Accepted { ballot },
+        Err(r) => refused(ballot, r),
+    }
+}
+
 fn refused(ballot: u64, refusal: Refusal) -> Reply {
     Reply::Refused {
         ballot,
@@ -87,12 +95,8 @@ impl Acceptor for Replica {
         ballot: u64,
         value: &[u8],
     ) -> Result<Reply, Error> {
-        Ok(
-            match Replica::accept(self, root, position, ballot, value)? {
-                Ok(()) => Reply::Accepted { ballot },
-                Err(r) => refused(ballot, r),
-            },
-        )
+        let judged = Replica::accept(self, root, position, ballot, value)?;
+        Ok(accept_reply(ballot, judged))
     }
 
     fn highest_position(&self, root: &RootRow) -> Result<u64, Error> {

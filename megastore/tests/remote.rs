@@ -16,6 +16,7 @@ use bigtable::fs::FaultyFs;
 use bigtable::EngineOptions;
 use megastore::cluster::{Cluster, ClusterOptions, TransportWrapper};
 use megastore::node::{spawn, Services};
+use megastore::paxos::proposer::Reply;
 use megastore::remote::client::cluster_wrapper;
 use megastore::replicas::{Peer, ReplicaKind};
 use megastore::sim::registers::{Observed, Op, Reg, SCHEMA};
@@ -164,7 +165,7 @@ fn replicas_replicate_to_each_other_over_tls() {
 fn a_malformed_request_gets_a_clear_error_and_the_server_keeps_serving() {
     use megastore::remote::generated::replication_client::ReplicationClient;
     use megastore::remote::messages::{
-        ApplyBatch, ApplyRequest, Group, GroupRequest, PositionRequest,
+        AcceptBatch, AcceptRequest, ApplyBatch, ApplyRequest, Group, GroupRequest, PositionRequest,
     };
 
     let engine = Arc::new(
@@ -208,8 +209,44 @@ fn a_malformed_request_gets_a_clear_error_and_the_server_keeps_serving() {
         let good = GroupRequest {
             group: Some(Group::from(&root)),
         };
-        let reply = client.highest_position(good).await.unwrap().into_inner();
+        let reply = client
+            .highest_position(good.clone())
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(reply.position, 1);
+
+        // A batch of accepts: one answer each, in order.
+        let accept = |position, value: &[u8]| AcceptRequest {
+            group: Some(Group::from(&root)),
+            position,
+            ballot: 0,
+            value: value.to_vec(),
+        };
+        let batch = AcceptBatch {
+            accepts: vec![accept(2, b"next"), accept(1, b"not the chosen one")],
+        };
+        let replies = client
+            .accept_batch(batch)
+            .await
+            .unwrap()
+            .into_inner()
+            .replies;
+        let replies: Vec<Reply> = replies
+            .into_iter()
+            .map(|r| Reply::try_from(r).unwrap())
+            .collect();
+        assert_eq!(replies[0], Reply::Accepted { ballot: 0 });
+        assert!(matches!(replies[1], Reply::Refused { .. }), "{replies:?}");
+        let reply = client.highest_position(good).await.unwrap().into_inner();
+        assert_eq!(reply.position, 2);
+        let mut missing_a_group = accept(3, b"x");
+        missing_a_group.group = None;
+        let batch = AcceptBatch {
+            accepts: vec![accept(3, b"x"), missing_a_group],
+        };
+        let status = client.accept_batch(batch).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     });
 }
 

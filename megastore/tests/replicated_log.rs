@@ -387,3 +387,51 @@ fn the_group_state_starts_at_the_applied_position_while_older_ones_wait_for_inde
         (3..=10).collect::<Vec<_>>()
     );
 }
+
+fn group(n: u8) -> RootRow {
+    RootRow {
+        table: "G.Root".into(),
+        row: vec![b'g', n],
+    }
+}
+
+/// A batch of accepts answers each as a lone accept would, and writes the fresh ones
+/// with one fsync.
+#[test]
+fn a_batch_of_accepts_answers_each_as_alone_with_one_fsync_for_the_fresh_ones() {
+    let set = replicas(1);
+    let replica = &set[0].replica;
+    // Group 3's position 1 holds another value at a higher ballot already.
+    assert!(replica.accept(&group(3), 1, 5, b"earlier").unwrap().is_ok());
+    let syncs = replica.engine().log_syncs();
+    let batch = vec![
+        (group(1), 1, 0, b"one".to_vec()),
+        (group(2), 1, 0, b"two".to_vec()),
+        (group(3), 1, 0, b"late".to_vec()),
+        // A second accept of group 1 in the batch: judged on its own, after the first.
+        (group(1), 2, 0, b"one, next".to_vec()),
+    ];
+    let judged = replica.accept_many(&batch);
+    let ok: Vec<bool> = judged.iter().map(|r| matches!(r, Ok(Ok(())))).collect();
+    assert_eq!(ok, [true, true, false, true], "{judged:?}");
+    assert_eq!(
+        replica.engine().log_syncs() - syncs,
+        2,
+        "one fsync for the batch, one for the second accept of group 1"
+    );
+    let value = |g: u8, p: u64| {
+        let state = replica.group_state(&group(g)).unwrap();
+        state.value_at(p).map(<[u8]>::to_vec)
+    };
+    assert_eq!(value(1, 1).as_deref(), Some(&b"one"[..]));
+    assert_eq!(value(1, 2).as_deref(), Some(&b"one, next"[..]));
+    assert_eq!(value(2, 1).as_deref(), Some(&b"two"[..]));
+    assert_eq!(value(3, 1).as_deref(), Some(&b"earlier"[..]));
+
+    // Repeated, the batch is accepted again (the same value at the same ballot), and
+    // nothing is written.
+    let syncs = replica.engine().log_syncs();
+    let again = replica.accept_many(&batch[..2]);
+    assert!(again.iter().all(|r| matches!(r, Ok(Ok(())))), "{again:?}");
+    assert_eq!(replica.engine().log_syncs(), syncs);
+}

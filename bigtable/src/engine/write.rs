@@ -25,6 +25,16 @@ pub struct RowMutations {
     pub mutations: Vec<Mutation>,
 }
 
+/// One row's check-and-mutate in [`Engine::check_and_mutate_rows`].
+#[derive(Debug, Clone)]
+pub struct RowCheck {
+    pub row: Vec<u8>,
+    /// `None`: matches if the row has any cell.
+    pub predicate: Option<RowFilter>,
+    pub if_true: Vec<Mutation>,
+    pub if_false: Vec<Mutation>,
+}
+
 /// One step of a read-modify-write: applied to the column's newest cell.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadModifyWrite {
@@ -154,22 +164,65 @@ impl Engine {
             .collect();
         let locked: Vec<&[u8]> = rows.iter().map(|(r, _)| *r).chain([row]).collect();
         let _locks = self.core.row_locks.lock(table_key(table), &locked);
-        // Only the cells the predicate may look at (any cell, without one).
-        let window = match &predicate {
-            Some(filter) => filter.read_window(),
-            None => Some(NEWEST_ONLY),
-        };
-        let cells = self.core.latest_cells(table, row, window)?;
-        let matched = match &predicate {
-            Some(filter) => !filter.apply(row, cells).is_empty(),
-            None => !cells.is_empty(),
-        };
+        let matched = self.core.matches(table, row, predicate.as_ref())?;
         let chosen = if matched { if_true } else { if_false };
         if !chosen.is_empty() {
             rows.push((row, chosen));
         }
         if !rows.is_empty() {
             self.core.commit(table, &rows, durability)?;
+        }
+        Ok(matched)
+    }
+
+    /// Check-and-mutates of distinct rows of `table`, in one commit: every predicate is
+    /// judged (under all the rows' locks) before any row is written, and the chosen
+    /// mutations go in one commit-log record, so under `Synced` one fsync covers them
+    /// all. Whether each predicate matched. Nothing is written if any check is invalid
+    /// or two name the same row.
+    pub fn check_and_mutate_rows(
+        &self,
+        table: &str,
+        checks: &[RowCheck],
+        durability: Durability,
+    ) -> Result<Vec<bool>> {
+        let schema = self.core.table_schema(table)?;
+        let mut predicates = Vec::with_capacity(checks.len());
+        for check in checks {
+            check_row_key(&check.row)?;
+            for mutations in [&check.if_true, &check.if_false] {
+                if !mutations.is_empty() {
+                    validate(&schema, &check.row, mutations)?;
+                }
+            }
+            predicates.push(
+                check
+                    .predicate
+                    .as_ref()
+                    .map(RowFilter::compile)
+                    .transpose()?,
+            );
+        }
+        let mut rows: Vec<&[u8]> = checks.iter().map(|c| c.row.as_slice()).collect();
+        rows.sort_unstable();
+        if rows.windows(2).any(|w| w[0] == w[1]) {
+            return Err(Error::InvalidArgument(
+                "two check-and-mutates of one batch name the same row".into(),
+            ));
+        }
+        let _locks = self.core.row_locks.lock(table_key(table), &rows);
+        let mut matched = Vec::with_capacity(checks.len());
+        let mut writes: Vec<(&[u8], &[Mutation])> = Vec::new();
+        for (check, predicate) in checks.iter().zip(&predicates) {
+            let m = self.core.matches(table, &check.row, predicate.as_ref())?;
+            let chosen = if m { &check.if_true } else { &check.if_false };
+            if !chosen.is_empty() {
+                writes.push((&check.row, chosen));
+            }
+            matched.push(m);
+        }
+        if !writes.is_empty() {
+            self.core.commit(table, &writes, durability)?;
         }
         Ok(matched)
     }
@@ -568,6 +621,26 @@ impl Core {
     /// The row's cells as a read now would return them, GC applied. The caller holds
     /// the row's lock, so every write to the row has finished and the newest entries
     /// can be read without waiting for the visible sequence number.
+    /// Whether `predicate` outputs any cell of `row` (without one: whether the row has
+    /// any cell). The caller holds the row's lock.
+    fn matches(
+        &self,
+        table: &str,
+        row: &[u8],
+        predicate: Option<&crate::filter::CompiledFilter>,
+    ) -> Result<bool> {
+        // Only the cells the predicate may look at (any cell, without one).
+        let window = match predicate {
+            Some(filter) => filter.read_window(),
+            None => Some(NEWEST_ONLY),
+        };
+        let cells = self.latest_cells(table, row, window)?;
+        Ok(match predicate {
+            Some(filter) => !filter.apply(row, cells).is_empty(),
+            None => !cells.is_empty(),
+        })
+    }
+
     pub(super) fn latest_cells(
         &self,
         table: &str,

@@ -14,9 +14,9 @@ use std::sync::Arc;
 
 use crate::log::LogEntry;
 use crate::paxos::proposer::{Outcome, Reply};
-use crate::replica::{GroupState, RootRow};
+use crate::replica::{AcceptRequest, GroupState, RootRow};
 use crate::replicas::{Peer, ReplicaKind, Replication};
-use crate::replication::{propose_at, Acceptor, ProposeOptions, Voter};
+use crate::replication::{accept_reply, propose_at, Acceptor, ProposeOptions, Voter};
 use crate::Error;
 
 use super::group::Learned;
@@ -555,6 +555,15 @@ impl Acceptor for Core {
 }
 
 impl Peer for Core {
+    fn accept_batch(&self, accepts: &[AcceptRequest]) -> Vec<Result<Reply, Error>> {
+        let judged = self.replica.accept_many(accepts);
+        judged
+            .into_iter()
+            .zip(accepts)
+            .map(|(judged, (_, _, ballot, _))| Ok(accept_reply(*ballot, judged?)))
+            .collect()
+    }
+
     fn apply(&self, root: &RootRow, position: u64, value: &[u8]) -> Result<(), Error> {
         self.apply_chosen(root, position, value)
     }

@@ -14,9 +14,10 @@ use tonic::{Response, Status};
 
 use super::generated::replication_client::ReplicationClient;
 use super::messages::{
-    AcceptRequest, ApplyBatch, ApplyRequest, Group, GroupRequest, PositionRequest, PrepareRequest,
+    AcceptBatch, AcceptRequest, ApplyBatch, ApplyRequest, Group, GroupRequest, PositionRequest,
+    PrepareRequest,
 };
-use super::outbox::{drain, Outbox};
+use super::outbox::{drain, Outbox, MAX_WAITING};
 use super::MAX_MESSAGE_BYTES;
 use crate::auth::AddToken;
 use crate::paxos::proposer::{Reply, Request};
@@ -61,7 +62,8 @@ impl GrpcTransport {
                 member,
                 client,
                 runtime: runtime.clone(),
-                outbox: Arc::default(),
+                accepts: Arc::new(Outbox::unbounded()),
+                applies: Arc::new(Outbox::bounded(MAX_WAITING)),
             })));
         }
         Ok(GrpcTransport { peers })
@@ -143,7 +145,9 @@ pub struct GrpcPeer {
     member: usize,
     client: ReplicationClient<InterceptedService<Channel, AddToken>>,
     runtime: Arc<tokio::runtime::Runtime>,
-    outbox: Arc<Outbox>,
+    /// Accepts waiting for the next `AcceptBatch` call, each with its answer.
+    accepts: Arc<Outbox<(AcceptRequest, Answer)>>,
+    applies: Arc<Outbox<ApplyRequest>>,
 }
 
 impl GrpcPeer {
@@ -219,33 +223,65 @@ fn group(root: &RootRow) -> Option<Group> {
     Some(Group::from(root))
 }
 
+impl GrpcPeer {
+    /// Queues an accept for the next `AcceptBatch` call to this peer, starting a
+    /// sender task if none is running.
+    fn send_accept(&self, request: AcceptRequest, answer: Answer) {
+        if !self.accepts.push((request, answer)) {
+            return; // the running sender takes it
+        }
+        let (client, member) = (self.client.clone(), self.member);
+        self.runtime
+            .spawn(drain(self.accepts.clone(), move |batch| {
+                let mut client = client.clone();
+                async move {
+                    let (accepts, answers): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                    let mut replies = match client.accept_batch(AcceptBatch { accepts }).await {
+                        Ok(reply) => reply.into_inner().replies.into_iter(),
+                        Err(status) => {
+                            let e = error_of(&format!("replica {member}"), &status);
+                            tracing::debug!(
+                                "replica did not answer {} accepts: {e}",
+                                answers.len()
+                            );
+                            Vec::new().into_iter()
+                        }
+                    };
+                    for answer in answers {
+                        // A missing or failed reply is a lost message.
+                        answer(replies.next().and_then(|r| Reply::try_from(r).ok()));
+                    }
+                }
+            }));
+    }
+}
+
 impl Acceptor for GrpcPeer {
-    /// Sent from the client runtime: no thread waits for the network.
+    /// Sent from the client runtime: no thread waits for the network. Accepts go in
+    /// batches (see [`GrpcPeer::send_accept`]).
     fn send(self: Arc<Self>, root: RootRow, position: u64, request: Request, answer: Answer) {
-        let mut client = self.client.clone();
         let group = group(&root);
+        let ballot = match request {
+            Request::Accept { ballot, value } => {
+                let request = AcceptRequest {
+                    group,
+                    position,
+                    ballot,
+                    value,
+                };
+                return self.send_accept(request, answer);
+            }
+            Request::Prepare { ballot } => ballot,
+        };
+        let mut client = self.client.clone();
         let member = self.member;
         self.runtime.spawn(async move {
-            let reply = match request {
-                Request::Prepare { ballot } => {
-                    let request = PrepareRequest {
-                        group,
-                        position,
-                        ballot,
-                    };
-                    client.prepare(request).await
-                }
-                Request::Accept { ballot, value } => {
-                    let request = AcceptRequest {
-                        group,
-                        position,
-                        ballot,
-                        value,
-                    };
-                    client.accept(request).await
-                }
+            let request = PrepareRequest {
+                group,
+                position,
+                ballot,
             };
-            let reply = match reply {
+            let reply = match client.prepare(request).await {
                 Ok(reply) => Reply::try_from(reply.into_inner()),
                 Err(status) => Err(error_of(&format!("replica {member}"), &status)),
             };
@@ -326,12 +362,12 @@ impl Peer for GrpcPeer {
             position,
             value,
         };
-        if !self.outbox.push(request) {
+        if !self.applies.push(request) {
             return; // the running sender takes it
         }
         let (client, member) = (self.client.clone(), self.member);
         self.runtime
-            .spawn(drain(self.outbox.clone(), move |applies| {
+            .spawn(drain(self.applies.clone(), move |applies| {
                 let mut client = client.clone();
                 async move {
                     let count = applies.len();

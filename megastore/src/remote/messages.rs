@@ -61,6 +61,21 @@ pub struct ApplyRequest {
     pub value: Vec<u8>,
 }
 
+/// Accept requests for one replica, of any groups, judged together (one fsync).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AcceptBatch {
+    #[prost(message, repeated, tag = "1")]
+    pub accepts: Vec<AcceptRequest>,
+}
+
+/// One reply per accept of an [`AcceptBatch`], in order; kind 0: that accept failed
+/// (as if unanswered).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AcceptBatchReply {
+    #[prost(message, repeated, tag = "1")]
+    pub replies: Vec<PaxosReply>,
+}
+
 /// Chosen values for one replica to apply, oldest first.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ApplyBatch {

@@ -1,53 +1,93 @@
-//! The chosen values a writer tells one peer about without waiting (`Peer::apply_in_background`),
-//! sent in batches: whatever accumulated while the previous `ApplyBatch` call was out goes
-//! in the next one, so under load a peer handles one request, on one thread, per batch
-//! instead of one per write. One sender task per peer at a time; it ends when the
-//! outbox is empty.
+//! What a replica sends one peer in batches: whatever accumulated while the previous
+//! call was out goes in the next one, so under load a peer handles one request, on one
+//! thread, per batch instead of one per write. One sender task per peer and outbox at
+//! a time; it ends when the outbox is empty. Two outboxes per peer:
 //!
-//! Applies are best effort (a peer that misses one catches up later), so the outbox is
-//! bounded: past [`MAX_WAITING`] applies (a peer that does not answer while writes go
-//! on), the oldest are dropped.
+//! - chosen values to apply, told without waiting (`Peer::apply_in_background`), in
+//!   `ApplyBatch` calls. Applies are best effort (a peer that misses one catches up
+//!   later), so this outbox is bounded: past [`MAX_WAITING`] applies (a peer that does
+//!   not answer while writes go on), the oldest are dropped;
+//! - accept requests, in `AcceptBatch` calls, which the peer judges together with one
+//!   fsync. Each waits for its answer, so there are never more than there are
+//!   proposers: this outbox is not bounded, and drops nothing.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::messages::ApplyRequest;
+use super::messages::{AcceptRequest, ApplyRequest};
 
 /// Applies waiting for one peer, at most.
 pub const MAX_WAITING: usize = 10_000;
-/// Bytes of values in one batch, at most (one apply larger than this goes alone).
+/// Bytes of values in one batch, at most (one item larger than this goes alone).
 const MAX_BATCH_BYTES: usize = 4 << 20;
 
-#[derive(Default)]
-pub struct Outbox {
-    state: Mutex<State>,
+/// What an outbox holds: its value bytes count towards a batch's size.
+pub trait Parcel {
+    fn value_bytes(&self) -> usize;
 }
 
-#[derive(Default)]
-struct State {
-    waiting: VecDeque<ApplyRequest>,
+impl Parcel for ApplyRequest {
+    fn value_bytes(&self) -> usize {
+        self.value.len()
+    }
+}
+
+impl<T> Parcel for (AcceptRequest, T) {
+    fn value_bytes(&self) -> usize {
+        self.0.value.len()
+    }
+}
+
+pub struct Outbox<T> {
+    state: Mutex<State<T>>,
+    /// Past this many waiting, the oldest are dropped (`None`: no bound).
+    bound: Option<usize>,
+}
+
+struct State<T> {
+    waiting: VecDeque<T>,
     /// Whether a sender task is running (it will send what is waiting).
     sending: bool,
     dropped: u64,
 }
 
-impl Outbox {
-    /// Queues `apply`; true if the caller must start a sender (none is running).
-    pub fn push(&self, apply: ApplyRequest) -> bool {
+impl<T: Parcel> Outbox<T> {
+    /// An outbox that drops its oldest parcels past `bound` waiting.
+    pub fn bounded(bound: usize) -> Self {
+        Self::new(Some(bound))
+    }
+
+    pub fn unbounded() -> Self {
+        Self::new(None)
+    }
+
+    fn new(bound: Option<usize>) -> Self {
+        Outbox {
+            state: Mutex::new(State {
+                waiting: VecDeque::new(),
+                sending: false,
+                dropped: 0,
+            }),
+            bound,
+        }
+    }
+
+    /// Queues `parcel`; true if the caller must start a sender (none is running).
+    pub fn push(&self, parcel: T) -> bool {
         let mut state = self.state.lock();
-        if state.waiting.len() >= MAX_WAITING {
+        if self.bound.is_some_and(|b| state.waiting.len() >= b) {
             state.waiting.pop_front();
             state.dropped += 1;
             if state.dropped.is_power_of_two() {
                 tracing::warn!(
-                    "{} applies for an unresponsive replica dropped (it will catch up)",
+                    "{} messages for an unresponsive replica dropped (it will catch up)",
                     state.dropped
                 );
             }
         }
-        state.waiting.push_back(apply);
+        state.waiting.push_back(parcel);
         let start = !state.sending;
         state.sending = true;
         start
@@ -55,15 +95,16 @@ impl Outbox {
 
     /// The sender's next batch, oldest first; empty when the outbox is empty, and then
     /// the sender must stop (a later push starts another).
-    pub fn next_batch(&self) -> Vec<ApplyRequest> {
+    pub fn next_batch(&self) -> Vec<T> {
         let mut state = self.state.lock();
         let mut batch = Vec::new();
         let mut bytes = 0;
         while let Some(next) = state.waiting.front() {
-            if !batch.is_empty() && bytes + next.value.len() > MAX_BATCH_BYTES {
+            let size = next.value_bytes();
+            if !batch.is_empty() && bytes + size > MAX_BATCH_BYTES {
                 break;
             }
-            bytes += next.value.len();
+            bytes += size;
             batch.extend(state.waiting.pop_front());
         }
         if batch.is_empty() {
@@ -74,9 +115,10 @@ impl Outbox {
 }
 
 /// Sends `outbox`'s batches with `send` until it is empty.
-pub async fn drain<F, Fut>(outbox: Arc<Outbox>, send: F)
+pub async fn drain<T, F, Fut>(outbox: Arc<Outbox<T>>, send: F)
 where
-    F: Fn(Vec<ApplyRequest>) -> Fut,
+    T: Parcel,
+    F: Fn(Vec<T>) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
     loop {
@@ -102,7 +144,7 @@ mod tests {
 
     #[test]
     fn one_sender_takes_everything_waiting_in_order_then_stops() {
-        let outbox = Outbox::default();
+        let outbox = Outbox::bounded(MAX_WAITING);
         assert!(outbox.push(apply(1, 10)), "the first push starts a sender");
         assert!(!outbox.push(apply(2, 10)), "one sender at a time");
         let batch: Vec<u64> = outbox.next_batch().iter().map(|a| a.position).collect();
@@ -118,7 +160,7 @@ mod tests {
 
     #[test]
     fn a_batch_stops_at_its_byte_limit_but_never_leaves_an_apply_behind() {
-        let outbox = Outbox::default();
+        let outbox = Outbox::bounded(MAX_WAITING);
         outbox.push(apply(1, MAX_BATCH_BYTES + 1));
         outbox.push(apply(2, MAX_BATCH_BYTES / 2));
         outbox.push(apply(3, MAX_BATCH_BYTES / 2));
@@ -131,12 +173,21 @@ mod tests {
 
     #[test]
     fn past_its_bound_the_oldest_applies_are_dropped() {
-        let outbox = Outbox::default();
+        let outbox = Outbox::bounded(MAX_WAITING);
         for position in 0..MAX_WAITING as u64 + 5 {
             outbox.push(apply(position, 0));
         }
         let batch = outbox.next_batch();
         assert_eq!(batch.len(), MAX_WAITING);
         assert_eq!(batch[0].position, 5);
+    }
+
+    #[test]
+    fn an_unbounded_outbox_drops_nothing() {
+        let outbox = Outbox::unbounded();
+        for position in 0..MAX_WAITING as u64 + 5 {
+            outbox.push(apply(position, 0));
+        }
+        assert_eq!(outbox.next_batch().len(), MAX_WAITING + 5);
     }
 }

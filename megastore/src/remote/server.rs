@@ -8,8 +8,8 @@ use tonic::{Request, Response, Status};
 
 use super::generated::replication_server::Replication;
 use super::messages::{
-    root_of, AcceptRequest, ApplyBatch, ApplyRequest, Empty, GroupRequest, PaxosReply,
-    PositionReply, PositionRequest, PrepareRequest, ValueReply,
+    root_of, AcceptBatch, AcceptBatchReply, AcceptRequest, ApplyBatch, ApplyRequest, Empty,
+    GroupRequest, PaxosReply, PositionReply, PositionRequest, PrepareRequest, ValueReply,
 };
 use crate::catalog::CatalogError;
 use crate::replicas::Peer;
@@ -92,6 +92,33 @@ impl Replication for ReplicationService {
         self.run(move |peer| {
             let root = root_of(r.group)?;
             Ok(peer.accept(&root, r.position, r.ballot, &r.value)?.into())
+        })
+    }
+
+    async fn accept_batch(
+        &self,
+        request: Request<AcceptBatch>,
+    ) -> Result<Response<AcceptBatchReply>, Status> {
+        let accepts = request
+            .into_inner()
+            .accepts
+            .into_iter()
+            .map(|a| Ok((root_of(a.group)?, a.position, a.ballot, a.value)))
+            .collect::<Result<Vec<_>, Error>>()
+            .map_err(status_of)?;
+        self.run(move |peer| {
+            let replies = peer
+                .accept_batch(&accepts)
+                .into_iter()
+                .map(|reply| match reply {
+                    Ok(reply) => reply.into(),
+                    Err(e) => {
+                        tracing::debug!("an accept of a batch failed: {e}");
+                        PaxosReply::default()
+                    }
+                })
+                .collect();
+            Ok(AcceptBatchReply { replies })
         })
     }
 
