@@ -170,60 +170,10 @@ impl Core {
                 let bytes = known(position).ok_or_else(|| {
                     Error::Damaged(format!("log position {position} has no value"))
                 })?;
-                let entry = LogEntry::decode(bytes)?;
-                let schema = self.schema_at(entry.schema_version)?;
-                let global = !witness && touches_global_index(&schema, &entry);
-                // With the group's global indexes caught up, this entry's go in with its
-                // data; else the indexer writes them later, after the earlier ones.
-                let caught_up = meta.indexed == meta.applied;
-                let indexed_here = caught_up && !self.queue.paused();
-                let mut cells = EntryCells::default();
-                if !witness {
-                    let indexes = if indexed_here {
-                        Indexes::All
-                    } else {
-                        Indexes::Local
-                    };
-                    cells = entry_cells(
-                        self.engine(),
-                        &schema,
-                        &root.table,
-                        &root.row,
-                        &entry,
-                        indexes,
-                    )?;
-                }
-                // The root table's cells go in one commit with the state cell, the
-                // others (global indexes, say) before it.
-                let with_state = cells.take_table(&root.table);
-                cells.write(self.engine())?;
-                let next = GroupMeta {
-                    applied: position,
-                    // A no-op chosen by catch-up carries no timestamp of its own.
-                    applied_timestamp: meta.applied_timestamp.max(entry.timestamp),
-                    indexed: if caught_up && (indexed_here || !global) {
-                        position
-                    } else {
-                        meta.indexed
-                    },
-                    schema_version: meta.schema_version.max(entry.schema_version),
-                    cleaned: meta.cleaned,
-                };
-                if !self
-                    .replica
-                    .set_meta_along(root, expected.as_deref(), next, &with_state)?
-                {
+                let state = (meta, expected.as_deref());
+                let Some(next) = self.apply_position(root, state, position, bytes, witness)? else {
                     continue 'fresh; // someone else advanced the group meanwhile
-                }
-                self.counters.applied.fetch_add(1, Ordering::Relaxed);
-                match (global, indexed_here) {
-                    (true, true) => self.queue.indexed(root, entry.timestamp),
-                    (true, false) => self.queue.applied(root, entry.timestamp),
-                    (false, _) => {}
-                }
-                if !witness && entry.writes.iter().any(|w| matches!(w, Write::Send { .. })) {
-                    self.outboxes.add(root);
-                }
+                };
                 expected = Some(next.encode());
                 meta = next;
             }
@@ -236,6 +186,69 @@ impl Core {
             self.clean_log(root, &state)?;
             return Ok(state);
         }
+    }
+
+    /// Applies the entry `bytes` at `position`, the group's state being `meta` (held in
+    /// its state cell as `expected`): writes the entry's cells and advances the state.
+    /// The new state, or `None` if someone else advanced the group meanwhile. A witness
+    /// only advances the state.
+    fn apply_position(
+        &self,
+        root: &RootRow,
+        (meta, expected): (GroupMeta, Option<&[u8]>),
+        position: u64,
+        bytes: &[u8],
+        witness: bool,
+    ) -> Result<Option<GroupMeta>, Error> {
+        let entry = LogEntry::decode(bytes)?;
+        let schema = self.schema_at(entry.schema_version)?;
+        let global = !witness && touches_global_index(&schema, &entry);
+        // With the group's global indexes caught up, this entry's go in with its data;
+        // else the indexer writes them later, after the earlier ones.
+        let caught_up = meta.indexed == meta.applied;
+        let indexed_here = caught_up && !self.queue.paused();
+        let mut cells = EntryCells::default();
+        if !witness {
+            let indexes = if indexed_here {
+                Indexes::All
+            } else {
+                Indexes::Local
+            };
+            let group = (root.table.as_str(), root.row.as_slice());
+            cells = entry_cells(self.engine(), &schema, group.0, group.1, &entry, indexes)?;
+        }
+        // The root table's cells go in one commit with the state cell, the others
+        // (global indexes, say) before it.
+        let with_state = cells.take_table(&root.table);
+        cells.write(self.engine())?;
+        let next = GroupMeta {
+            applied: position,
+            // A no-op chosen by catch-up carries no timestamp of its own.
+            applied_timestamp: meta.applied_timestamp.max(entry.timestamp),
+            indexed: if caught_up && (indexed_here || !global) {
+                position
+            } else {
+                meta.indexed
+            },
+            schema_version: meta.schema_version.max(entry.schema_version),
+            cleaned: meta.cleaned,
+        };
+        if !self
+            .replica
+            .set_meta_along(root, expected, next, &with_state)?
+        {
+            return Ok(None);
+        }
+        self.counters.applied.fetch_add(1, Ordering::Relaxed);
+        match (global, indexed_here) {
+            (true, true) => self.queue.indexed(root, entry.timestamp),
+            (true, false) => self.queue.applied(root, entry.timestamp),
+            (false, _) => {}
+        }
+        if !witness && entry.writes.iter().any(|w| matches!(w, Write::Send { .. })) {
+            self.outboxes.add(root);
+        }
+        Ok(Some(next))
     }
 
     /// With a single voter, cleans the group's log as it rolls forward (a replicated
