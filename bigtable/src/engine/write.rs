@@ -149,12 +149,7 @@ impl Engine {
     ) -> Result<bool> {
         let schema = self.core.table_schema(table)?;
         let predicate = predicate.map(RowFilter::compile).transpose()?;
-        for mutations in [if_true, if_false] {
-            if !mutations.is_empty() {
-                validate(&schema, row, mutations)?;
-            }
-        }
-        check_row_key(row)?;
+        validate_branches(&schema, row, if_true, if_false)?;
         for other in also {
             validate(&schema, &other.row, &other.mutations)?;
         }
@@ -189,12 +184,7 @@ impl Engine {
         let schema = self.core.table_schema(table)?;
         let mut predicates = Vec::with_capacity(checks.len());
         for check in checks {
-            check_row_key(&check.row)?;
-            for mutations in [&check.if_true, &check.if_false] {
-                if !mutations.is_empty() {
-                    validate(&schema, &check.row, mutations)?;
-                }
-            }
+            validate_branches(&schema, &check.row, &check.if_true, &check.if_false)?;
             predicates.push(
                 check
                     .predicate
@@ -388,6 +378,22 @@ fn check_cell_write(
 }
 
 /// Checks a row's mutations against the table's schema and limits.
+/// A check-and-mutate's row key and its two branches (either may be empty).
+fn validate_branches(
+    schema: &TableSchema,
+    row: &[u8],
+    if_true: &[Mutation],
+    if_false: &[Mutation],
+) -> Result<()> {
+    check_row_key(row)?;
+    for mutations in [if_true, if_false] {
+        if !mutations.is_empty() {
+            validate(schema, row, mutations)?;
+        }
+    }
+    Ok(())
+}
+
 fn validate(schema: &TableSchema, row: &[u8], mutations: &[Mutation]) -> Result<()> {
     check_row_key(row)?;
     if mutations.is_empty() {
