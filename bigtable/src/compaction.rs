@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{corruption, Result};
+use crate::gc_rule::CellVersion;
 use crate::key::{InternalKey, SeqNo, Target, Timestamp};
 use crate::merge::EntryCursor;
 use crate::row_reader::{malformed, RowVisibility, Seen};
@@ -165,10 +166,17 @@ fn keeps(
         Seen::Visible | Seen::Addend => match &entry.target {
             Target::Column {
                 family, timestamp, ..
-            } => garbage
-                .schema
-                .gc_rule(family)
-                .is_some_and(|rule| rule.keeps(visibility.versions - 1, *timestamp, garbage.now)),
+            } => {
+                let cell = CellVersion {
+                    version: visibility.versions - 1,
+                    timestamp: *timestamp,
+                    newer: visibility.newer_at,
+                };
+                garbage
+                    .schema
+                    .gc_rule(family)
+                    .is_some_and(|rule| rule.keeps(cell, garbage.now))
+            }
             _ => return Err(corruption("<compaction>", "a cell without a column")),
         },
     })

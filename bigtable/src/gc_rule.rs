@@ -1,6 +1,6 @@
-//! Per-family garbage-collection rules, as Cloud Bigtable defines them: a cell is
-//! collected when the family's rule says so; reads hide collected cells and compactions
-//! drop them.
+//! Per-family garbage-collection rules, as Cloud Bigtable defines them (and one of our
+//! own, `KeepFor`): a cell is collected when the family's rule says so; reads hide
+//! collected cells and compactions drop them.
 
 use std::time::Duration;
 
@@ -21,36 +21,59 @@ pub enum GcRule {
     Union(Vec<GcRule>),
     /// Collect a cell only if ALL of the rules would collect it.
     Intersection(Vec<GcRule>),
+    /// Keep every cell written within this age, and each column's newest cell older
+    /// than it: a read as of any time within the age sees what it would with every cell
+    /// kept. (Not a Cloud Bigtable rule: Megastore's data, read at past log positions.)
+    KeepFor(Duration),
 }
 
 impl GcRule {
-    /// Whether to keep a cell that is the `version`-th newest of its column (0 = newest),
-    /// with timestamp `timestamp` (microseconds), at time `now` (microseconds).
-    pub fn keeps(&self, version: usize, timestamp: Timestamp, now: Timestamp) -> bool {
+    /// Whether to keep `cell` of a column, at time `now` (microseconds).
+    pub fn keeps(&self, cell: CellVersion, now: Timestamp) -> bool {
+        let horizon =
+            |age: &Duration| now.saturating_sub(i64::try_from(age.as_micros()).unwrap_or(i64::MAX));
         match self {
             GcRule::KeepAll => true,
-            GcRule::MaxVersions(n) => version < *n as usize,
-            GcRule::MaxAge(age) => {
-                let age = i64::try_from(age.as_micros()).unwrap_or(i64::MAX);
-                timestamp >= now.saturating_sub(age)
+            GcRule::MaxVersions(n) => cell.version < *n as usize,
+            GcRule::MaxAge(age) => cell.timestamp >= horizon(age),
+            GcRule::KeepFor(age) => {
+                let horizon = horizon(age);
+                cell.timestamp >= horizon || cell.newer.is_none_or(|newer| newer >= horizon)
             }
-            GcRule::Union(rules) => rules.iter().all(|r| r.keeps(version, timestamp, now)),
+            GcRule::Union(rules) => rules.iter().all(|r| r.keeps(cell, now)),
             GcRule::Intersection(rules) => {
-                rules.is_empty() || rules.iter().any(|r| r.keeps(version, timestamp, now))
+                rules.is_empty() || rules.iter().any(|r| r.keeps(cell, now))
             }
         }
     }
 }
 
+/// A cell as a rule judges it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CellVersion {
+    /// 0 for the newest of its column, 1 for the next, ...
+    pub version: usize,
+    pub timestamp: Timestamp,
+    /// The timestamp of the next newer cell of the column (`None` for the newest).
+    pub newer: Option<Timestamp>,
+}
+
 impl GcRule {
-    /// Whether the rule depends on how many newer versions a cell has (so a read may
-    /// not leave out newer cells before applying it).
-    pub fn counts_versions(&self) -> bool {
+    /// Whether the rule's verdict on a cell may depend on the cells at or after `end`
+    /// (a read window's exclusive end; `None`: no end), which the window leaves out.
+    /// `MaxVersions` counts them; `KeepFor` looks at the next newer one, which only
+    /// matters if it could be older than the age.
+    pub fn needs_cells_after(&self, end: Option<Timestamp>, now: Timestamp) -> bool {
         match self {
             GcRule::KeepAll | GcRule::MaxAge(_) => false,
             GcRule::MaxVersions(_) => true,
+            GcRule::KeepFor(age) => {
+                let horizon =
+                    now.saturating_sub(i64::try_from(age.as_micros()).unwrap_or(i64::MAX));
+                end.is_some_and(|end| end < horizon)
+            }
             GcRule::Union(rules) | GcRule::Intersection(rules) => {
-                rules.iter().any(GcRule::counts_versions)
+                rules.iter().any(|r| r.needs_cells_after(end, now))
             }
         }
     }
@@ -67,15 +90,19 @@ pub fn collect_garbage(cells: &mut Vec<Cell>, schema: &TableSchema, now: Timesta
     let mut keep = Vec::with_capacity(cells.len());
     let mut version = 0;
     for (i, c) in cells.iter().enumerate() {
-        let same_column = i > 0 && {
-            let p = &cells[i - 1];
-            p.family == c.family && p.qualifier == c.qualifier
+        let newer = cells[..i]
+            .last()
+            .filter(|p| p.family == c.family && p.qualifier == c.qualifier);
+        version = if newer.is_some() { version + 1 } else { 0 };
+        let cell = CellVersion {
+            version,
+            timestamp: c.timestamp,
+            newer: newer.map(|p| p.timestamp),
         };
-        version = if same_column { version + 1 } else { 0 };
         keep.push(
             schema
                 .gc_rule(&c.family)
-                .is_some_and(|rule| rule.keeps(version, c.timestamp, now)),
+                .is_some_and(|rule| rule.keeps(cell, now)),
         );
     }
     let mut flags = keep.into_iter();
@@ -89,14 +116,57 @@ mod tests {
     const NOW: Timestamp = 1_000_000_000;
     const HOUR: Timestamp = 3_600_000_000;
 
+    /// The newest-but-`version` cell at `timestamp`, its newer neighbour unknown (the
+    /// rules below do not look at it).
+    fn cell(version: usize, timestamp: Timestamp) -> CellVersion {
+        CellVersion {
+            version,
+            timestamp,
+            newer: None,
+        }
+    }
+
     #[test]
     fn single_rules() {
-        assert!(GcRule::KeepAll.keeps(1000, 0, NOW));
+        assert!(GcRule::KeepAll.keeps(cell(1000, 0), NOW));
         let two = GcRule::MaxVersions(2);
-        assert!(two.keeps(0, 0, NOW) && two.keeps(1, 0, NOW) && !two.keeps(2, 0, NOW));
+        assert!(two.keeps(cell(0, 0), NOW) && two.keeps(cell(1, 0), NOW));
+        assert!(!two.keeps(cell(2, 0), NOW));
         let hour = GcRule::MaxAge(Duration::from_secs(3600));
-        assert!(hour.keeps(5, NOW - HOUR, NOW));
-        assert!(!hour.keeps(0, NOW - HOUR - 1, NOW));
+        assert!(hour.keeps(cell(5, NOW - HOUR), NOW));
+        assert!(!hour.keeps(cell(0, NOW - HOUR - 1), NOW));
+    }
+
+    #[test]
+    fn keep_for_keeps_what_a_read_within_the_age_sees() {
+        let hour = GcRule::KeepFor(Duration::from_secs(3600));
+        let at = |version, timestamp, newer| CellVersion {
+            version,
+            timestamp,
+            newer,
+        };
+        // Within the hour: kept, however many versions follow.
+        assert!(hour.keeps(at(7, NOW - 60, Some(NOW)), NOW));
+        // Older, but the column's newest: kept.
+        assert!(hour.keeps(at(0, NOW - 3 * HOUR, None), NOW));
+        // Older, and the newest older than the hour (a read an hour ago saw it): kept.
+        assert!(hour.keeps(at(1, NOW - 3 * HOUR, Some(NOW - HOUR)), NOW));
+        // Older, with a newer cell older than the hour too: collected.
+        assert!(!hour.keeps(at(2, NOW - 3 * HOUR, Some(NOW - HOUR - 1)), NOW));
+    }
+
+    #[test]
+    fn a_window_may_leave_out_newer_cells_unless_the_rule_looks_at_them() {
+        let hour = GcRule::KeepFor(Duration::from_secs(3600));
+        // Cells left out are at or after the window's end: newer than the horizon if
+        // the end is, and then they cannot change a verdict.
+        assert!(!hour.needs_cells_after(Some(NOW - HOUR), NOW));
+        assert!(hour.needs_cells_after(Some(NOW - HOUR - 1), NOW));
+        assert!(!hour.needs_cells_after(None, NOW));
+        assert!(GcRule::MaxVersions(1).needs_cells_after(Some(NOW), NOW));
+        assert!(!GcRule::MaxAge(Duration::ZERO).needs_cells_after(Some(0), NOW));
+        let both = GcRule::Union(vec![GcRule::KeepAll, hour]);
+        assert!(both.needs_cells_after(Some(NOW - 2 * HOUR), NOW));
     }
 
     #[test]
@@ -116,9 +186,13 @@ mod tests {
             ((1, old), (false, false)),
         ];
         for ((version, ts), (u, i)) in cases {
-            assert_eq!(union.keeps(version, ts, NOW), u, "union {version} {ts}");
             assert_eq!(
-                intersection.keeps(version, ts, NOW),
+                union.keeps(cell(version, ts), NOW),
+                u,
+                "union {version} {ts}"
+            );
+            assert_eq!(
+                intersection.keeps(cell(version, ts), NOW),
                 i,
                 "intersection {version} {ts}"
             );
@@ -131,11 +205,15 @@ mod tests {
             GcRule::MaxVersions(3),
             GcRule::Intersection(vec![GcRule::MaxVersions(1), GcRule::MaxAge(Duration::ZERO)]),
         ]);
-        assert!(nested.keeps(0, 0, NOW));
-        assert!(nested.keeps(2, NOW, NOW), "second rule keeps a fresh cell");
-        assert!(!nested.keeps(2, NOW - 1, NOW));
-        assert!(!nested.keeps(3, NOW, NOW));
-        assert!(GcRule::MaxAge(Duration::MAX).keeps(0, i64::MIN, i64::MIN));
-        assert!(GcRule::Intersection(vec![]).keeps(9, 0, NOW));
+        assert!(nested.keeps(cell(0, 0), NOW));
+        assert!(
+            nested.keeps(cell(2, NOW), NOW),
+            "second rule keeps a fresh cell"
+        );
+        assert!(!nested.keeps(cell(2, NOW - 1), NOW));
+        assert!(!nested.keeps(cell(3, NOW), NOW));
+        assert!(GcRule::MaxAge(Duration::MAX).keeps(cell(0, i64::MIN), i64::MIN));
+        assert!(GcRule::KeepFor(Duration::MAX).keeps(cell(9, i64::MIN), i64::MIN));
+        assert!(GcRule::Intersection(vec![]).keeps(cell(9, 0), NOW));
     }
 }

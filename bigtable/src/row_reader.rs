@@ -54,6 +54,8 @@ pub(crate) struct RowVisibility {
     last_timestamp: Option<Timestamp>,
     /// Timestamp of the current column's last visible cell (sum cells gather addends).
     visible_at: Option<Timestamp>,
+    /// Timestamp of the visible cell before that one (the next newer version).
+    pub newer_at: Option<Timestamp>,
     /// Visible versions of the current column so far.
     pub versions: usize,
 }
@@ -103,6 +105,7 @@ impl RowVisibility {
             self.column_deletes.clear();
             self.last_timestamp = None;
             self.visible_at = None;
+            self.newer_at = None;
             self.versions = 0;
         }
     }
@@ -153,6 +156,7 @@ impl RowVisibility {
                     }
                     CellKind::Put if self.admits(*timestamp, seq) => {
                         self.versions += 1;
+                        self.newer_at = self.visible_at;
                         self.visible_at = Some(*timestamp);
                         Seen::Visible
                     }
@@ -165,6 +169,7 @@ impl RowVisibility {
                             Seen::Addend
                         } else {
                             self.versions += 1;
+                            self.newer_at = self.visible_at;
                             self.visible_at = Some(*timestamp);
                             Seen::Visible
                         }
@@ -309,8 +314,8 @@ pub struct RowReader {
     visibility: RowVisibility,
     prefix: Vec<u8>,
     window: Option<ReadWindow>,
-    /// Families the window does not apply to: their garbage-collection rule counts
-    /// versions, so leaving out newer cells would change what it keeps.
+    /// Families the window does not apply to: leaving out newer cells would change
+    /// what their garbage-collection rule keeps.
     exempt: Vec<Vec<u8>>,
     /// Sum families: a cell's addends follow it.
     sums: Vec<Vec<u8>>,
@@ -320,8 +325,12 @@ pub struct RowReader {
 
 impl RowReader {
     /// A reader that leaves out the cells outside `window` (of families whose GC rule
-    /// allows it, per `schema`).
-    pub fn windowed(window: Option<ReadWindow>, schema: &crate::schema::TableSchema) -> Self {
+    /// allows it, per `schema`, at time `now`).
+    pub fn windowed(
+        window: Option<ReadWindow>,
+        schema: &crate::schema::TableSchema,
+        now: Timestamp,
+    ) -> Self {
         let mut window = window.filter(|w| *w != ReadWindow::ALL);
         let mut columns = window.as_mut().and_then(|w| w.columns.take());
         if let Some(spans) = columns.as_mut() {
@@ -331,7 +340,7 @@ impl RowReader {
             Some(w) if w.bounds_timestamps() => schema
                 .families
                 .iter()
-                .filter(|(_, rule)| rule.counts_versions())
+                .filter(|(_, rule)| rule.needs_cells_after(w.end, now))
                 .map(|(name, _)| name.as_bytes().to_vec())
                 .collect(),
             _ => Vec::new(),

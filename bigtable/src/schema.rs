@@ -104,6 +104,10 @@ fn encode_rule(out: &mut Vec<u8>, rule: &GcRule) {
             out.push(2);
             put_varint(out, u64::try_from(age.as_micros()).unwrap_or(u64::MAX));
         }
+        GcRule::KeepFor(age) => {
+            out.push(5);
+            put_varint(out, u64::try_from(age.as_micros()).unwrap_or(u64::MAX));
+        }
         GcRule::Union(rules) | GcRule::Intersection(rules) => {
             out.push(if matches!(rule, GcRule::Union(_)) {
                 3
@@ -126,6 +130,7 @@ fn decode_rule(r: &mut Reader<'_>, depth: usize) -> Option<GcRule> {
         0 => GcRule::KeepAll,
         1 => GcRule::MaxVersions(u32::try_from(r.varint()?).ok()?),
         2 => GcRule::MaxAge(Duration::from_micros(r.varint()?)),
+        5 => GcRule::KeepFor(Duration::from_micros(r.varint()?)),
         tag @ (3 | 4) => {
             let n = r.varint_usize()?;
             let mut rules = Vec::new();

@@ -1,6 +1,7 @@
 //! Conditional writes in one commit: one that carries other rows of the table along
 //! (written whatever the predicate says, in the same commit-log record, as durable as
-//! it is), and several of distinct rows judged together and written with one fsync.
+//! it is; in another tablet, visible no later than it), and several of distinct rows
+//! judged together and written with one fsync.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
@@ -220,4 +221,67 @@ fn a_batch_naming_one_row_twice_writes_nothing() {
     );
     assert_eq!(value(&engine, "a").as_deref(), Some(&b"old"[..]));
     assert_eq!(value(&engine, "b"), None);
+}
+
+/// The counter in row `row` of the table (0 if absent), read in one snapshot with
+/// the other rows.
+fn counters(engine: &Engine, rows: [&str; 2]) -> [u64; 2] {
+    let found = engine
+        .read_rows("t", &bigtable::ReadRequest::default())
+        .unwrap();
+    rows.map(|row| {
+        found
+            .iter()
+            .find(|r| r.key == row.as_bytes())
+            .and_then(|r| r.cells.first())
+            .map_or(0, |c| {
+                u64::from_be_bytes(c.value.clone().try_into().unwrap())
+            })
+    })
+}
+
+#[test]
+fn rows_along_in_another_tablet_are_visible_no_later_than_the_conditional_write() {
+    // Either row first: the tablets' order must not matter.
+    for rows in [["a-state", "z-data"], ["z-state", "a-data"]] {
+        let fs = FaultyFs::new();
+        let options = EngineOptions {
+            background_maintenance: false,
+            ..EngineOptions::tiny()
+        };
+        let engine = Engine::open(fs.shared(), "/db", options).unwrap();
+        engine
+            .create_table_with_splits("t", TableSchema::with_families(["cf"]), &[b"m".to_vec()])
+            .unwrap();
+        let arrived = fs.stats().syncs as usize;
+        fs.hold_syncs();
+        std::thread::scope(|s| {
+            let writer = s.spawn(|| {
+                let along = [RowMutations {
+                    row: rows[1].as_bytes().to_vec(),
+                    mutations: vec![set(&1u64.to_be_bytes())],
+                }];
+                engine.check_and_mutate_row_along(
+                    "t",
+                    rows[0].as_bytes(),
+                    None,
+                    &[],
+                    &[set(&1u64.to_be_bytes())],
+                    &along,
+                    Durability::Synced,
+                )
+            });
+            // The rows are in two tablets: two commits, each synced before it shows.
+            fs.wait_for_sync_arrivals(arrived + 1);
+            let before = counters(&engine, rows);
+            fs.release_one_sync();
+            fs.wait_for_sync_arrivals(arrived + 2);
+            let between = counters(&engine, rows);
+            fs.release_syncs();
+            writer.join().unwrap().unwrap();
+            assert_eq!(before, [0, 0]);
+            assert_eq!(between, [0, 1], "the row along goes first ({rows:?})");
+        });
+        assert_eq!(counters(&engine, rows), [1, 1]);
+    }
 }

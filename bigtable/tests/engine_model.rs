@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bigtable::clock::{Clock, ManualClock};
+use bigtable::gc_rule::CellVersion;
 use bigtable::model::{apply, Model};
 use bigtable::{
     Cell, Engine, EngineOptions, GcRule, Mutation, ReadModifyWrite, ReadRequest, Row, RowFilter,
@@ -28,6 +29,8 @@ fn schema() -> TableSchema {
     s.families.insert("b".into(), GcRule::MaxVersions(2));
     s.families
         .insert("c".into(), GcRule::MaxAge(Duration::from_micros(50)));
+    s.families
+        .insert("d".into(), GcRule::KeepFor(Duration::from_micros(50)));
     s
 }
 
@@ -36,7 +39,7 @@ fn row() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn family() -> impl Strategy<Value = Vec<u8>> {
-    const FAMILIES: &[&[u8]] = &[b"a", b"b", b"c"];
+    const FAMILIES: &[&[u8]] = &[b"a", b"b", b"c", b"d"];
     proptest::sample::select(FAMILIES).prop_map(|f| f.to_vec())
 }
 
@@ -205,8 +208,14 @@ fn model_rows(model: &Model, now: i64) -> BTreeMap<Vec<u8>, Vec<Cell>> {
     let mut rows: BTreeMap<Vec<u8>, Vec<Cell>> = BTreeMap::new();
     for ((row, family, qualifier), versions) in model {
         let rule = schema.gc_rule(family).unwrap();
-        for (i, (ts, value)) in versions.iter().rev().enumerate() {
-            if rule.keeps(i, *ts, now) {
+        let newest_first: Vec<(&i64, &Vec<u8>)> = versions.iter().rev().collect();
+        for (i, &(ts, value)) in newest_first.iter().enumerate() {
+            let cell = CellVersion {
+                version: i,
+                timestamp: *ts,
+                newer: i.checked_sub(1).map(|n| *newest_first[n].0),
+            };
+            if rule.keeps(cell, now) {
                 rows.entry(row.clone()).or_default().push(Cell {
                     family: family.clone(),
                     qualifier: qualifier.clone(),

@@ -110,6 +110,27 @@ pub fn entry_cells(
     Ok(EntryCells(batch))
 }
 
+/// The catalog cells of an entry of a catalog group (of schema `name`): the schema
+/// versions and built indexes it records. Every replica keeps them, a witness too.
+pub fn catalog_cells(name: &str, entry: &LogEntry, cells: &mut EntryCells) {
+    for write in &entry.writes {
+        let mutations = match write {
+            Write::Schema { version, text } => crate::catalog::version_mutations(*version, text),
+            Write::IndexBuilt { index, version } => {
+                vec![crate::catalog::built_mutation(index, *version)]
+            }
+            _ => continue,
+        };
+        cells
+            .0
+            .entry(crate::catalog::TABLE.to_string())
+            .or_default()
+            .entry(name.as_bytes().to_vec())
+            .or_default()
+            .extend(mutations);
+    }
+}
+
 /// Writes an (already applied) entry's global-index cells.
 pub fn apply_global_indexes(
     engine: &Engine,
@@ -155,7 +176,9 @@ fn touches_global(schema: &Schema, write: &Write) -> bool {
         | Write::Deliver { .. }
         | Write::Receive { .. }
         | Write::Forget { .. }
-        | Write::Prepare { .. } => false,
+        | Write::Prepare { .. }
+        | Write::Schema { .. }
+        | Write::IndexBuilt { .. } => false,
     }
 }
 
@@ -346,7 +369,9 @@ fn data_changes<'s>(
         | Write::Receive { .. }
         | Write::Forget { .. }
         | Write::Prepare { .. }
-        | Write::Resolve { .. } => {}
+        | Write::Resolve { .. }
+        | Write::Schema { .. }
+        | Write::IndexBuilt { .. } => {}
     }
     Ok(())
 }

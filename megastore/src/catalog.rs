@@ -1,14 +1,21 @@
 //! Schemas stored in the tablet server, versioned: each version is a cell of the
 //! schema's row in the `megastore.schemas` table, at timestamp = version number. A new
-//! version is written by compare-and-set on the current version number, so concurrent
-//! changes cannot both win, and it must keep everything the previous version declared
-//! (tables, keys, property types, indexes): only additions are allowed.
+//! version must keep everything the previous version declared (tables, keys, property
+//! types, indexes): only additions are allowed.
+//!
+//! The first version is stored by compare-and-set when a replica is created. Later
+//! versions, and the marks of finished index back-fills, are entries of the schema's
+//! catalog group (root row = the schema's name in [`GROUP_TABLE`]): replicated like any
+//! group's log, so every replica records the same versions in the same order
+//! (`database/schema_changes.rs`).
 
 use bigtable::{Engine, Mutation, RowFilter, TableSchema};
 
 use crate::schema::{parse, Cardinality, Schema, SchemaError};
 
-const TABLE: &str = "megastore.schemas";
+pub(crate) const TABLE: &str = "megastore.schemas";
+/// The table of catalog groups: one root row per schema, holding its log of changes.
+pub(crate) const GROUP_TABLE: &str = "megastore.catalog";
 const FAMILY: &str = "s";
 const TEXT: &[u8] = b"text";
 const VERSION: &[u8] = b"version";
@@ -36,11 +43,19 @@ pub struct Catalog<'e> {
 
 impl<'e> Catalog<'e> {
     /// Opens the catalog, creating its table on first use.
-    pub fn open(engine: &'e Engine) -> Result<Self, CatalogError> {
+    pub fn open(engine: &'e Engine) -> Result<Self, crate::Error> {
         match engine.create_table(TABLE, TableSchema::with_families([FAMILY])) {
-            Ok(()) | Err(bigtable::Error::AlreadyExists(_)) => Ok(Catalog { engine }),
-            Err(e) => Err(e.into()),
+            Ok(()) | Err(bigtable::Error::AlreadyExists(_)) => {}
+            Err(e) => return Err(e.into()),
         }
+        // The catalog group writes no entities: the retention does not matter.
+        let retention = std::time::Duration::from_secs(3600);
+        crate::layout::create(
+            engine,
+            GROUP_TABLE,
+            crate::layout::group_table_schema(retention),
+        )?;
+        Ok(Catalog { engine })
     }
 
     /// The catalog of an engine where [`Catalog::open`] already created its table.
@@ -82,20 +97,7 @@ impl<'e> Catalog<'e> {
             compatible(old, &schema).map_err(CatalogError::Incompatible)?;
         }
         let version = current.as_ref().map_or(1, |(v, _)| v + 1);
-        let write = vec![
-            Mutation::SetCell {
-                family: FAMILY.into(),
-                qualifier: TEXT.to_vec(),
-                timestamp: Some(version as i64),
-                value: text.as_bytes().to_vec(),
-            },
-            Mutation::SetCell {
-                family: FAMILY.into(),
-                qualifier: VERSION.to_vec(),
-                timestamp: Some(version as i64),
-                value: version.to_be_bytes().to_vec(),
-            },
-        ];
+        let write = version_mutations(version, text);
         // Applies only if the row still says the version we read.
         let predicate = current.as_ref().map(|(v, _)| {
             RowFilter::Chain(vec![
@@ -138,14 +140,8 @@ impl<'e> Catalog<'e> {
 
     /// Records that index `index` of schema `name` is complete (its back-fill is done).
     pub fn mark_built(&self, name: &str, index: &str, version: u64) -> Result<(), CatalogError> {
-        let mutation = Mutation::SetCell {
-            family: FAMILY.into(),
-            qualifier: format!("{BUILT}{index}").into_bytes(),
-            timestamp: Some(0),
-            value: version.to_be_bytes().to_vec(),
-        };
         self.engine
-            .mutate_row(TABLE, name.as_bytes(), &[mutation])?;
+            .mutate_row(TABLE, name.as_bytes(), &[built_mutation(index, version)])?;
         Ok(())
     }
 
@@ -182,6 +178,35 @@ impl<'e> Catalog<'e> {
             .collect();
         versions.sort();
         Ok(versions)
+    }
+}
+
+/// The cells of version `version` of a schema, whose text is `text`, in its row.
+pub(crate) fn version_mutations(version: u64, text: &str) -> Vec<Mutation> {
+    vec![
+        Mutation::SetCell {
+            family: FAMILY.into(),
+            qualifier: TEXT.to_vec(),
+            timestamp: Some(version as i64),
+            value: text.as_bytes().to_vec(),
+        },
+        Mutation::SetCell {
+            family: FAMILY.into(),
+            qualifier: VERSION.to_vec(),
+            timestamp: Some(version as i64),
+            value: version.to_be_bytes().to_vec(),
+        },
+    ]
+}
+
+/// The cell marking index `index` (of schema version `version`) built, in the
+/// schema's row.
+pub(crate) fn built_mutation(index: &str, version: u64) -> Mutation {
+    Mutation::SetCell {
+        family: FAMILY.into(),
+        qualifier: format!("{BUILT}{index}").into_bytes(),
+        timestamp: Some(0),
+        value: version.to_be_bytes().to_vec(),
     }
 }
 

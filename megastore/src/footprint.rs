@@ -130,7 +130,11 @@ impl Footprint {
                 Write::Delete { table, key } => {
                     written.add_row(table, &crate::keys::row_key(schema, table, key)?);
                 }
-                Write::Reindex { .. } => written.add_whole_group(),
+                // A catalog record conflicts with any other, so that two schema
+                // changes never both build on the same version.
+                Write::Reindex { .. } | Write::Schema { .. } | Write::IndexBuilt { .. } => {
+                    written.add_whole_group()
+                }
                 Write::Deliver { queue, from, .. } => {
                     written.add_inbox(queue);
                     written.add_watermark(queue, from);

@@ -3,6 +3,7 @@
 //! index row keys. The full picture, with an example: `docs/megastore-layout.md`.
 
 use std::ops::Bound;
+use std::time::Duration;
 
 use bigtable::{Engine, GcRule, RowFilter, TableSchema};
 
@@ -36,18 +37,11 @@ pub fn global_index_table(schema: &Schema, index: &str) -> String {
     format!("{}.idx.{index}", schema.name)
 }
 
-/// Creates every Bigtable table the schema needs that does not exist yet.
-pub fn create_tables(engine: &Engine, schema: &Schema) -> Result<(), Error> {
-    let mut data = TableSchema::with_families([
-        PROPS,
-        EXISTS,
-        LOCAL_INDEX,
-        crate::queue::FAMILY,
-        crate::prepared::FAMILY,
-    ]);
-    // Replication state is overwritten in place: keep only the newest cell.
-    data.families.insert(LOG.into(), GcRule::MaxVersions(1));
-    data.families.insert(META.into(), GcRule::MaxVersions(1));
+/// Creates every Bigtable table the schema needs that does not exist yet (and sets
+/// the GC rules of those that do). Overwritten versions of entities and index entries
+/// are kept for `retention`.
+pub fn create_tables(engine: &Engine, schema: &Schema, retention: Duration) -> Result<(), Error> {
+    let data = group_table_schema(retention);
     for table in schema.tables.iter().filter(|t| t.in_table.is_none()) {
         create(engine, &data_table(schema, &table.name), data.clone())?;
     }
@@ -59,28 +53,47 @@ pub fn create_tables(engine: &Engine, schema: &Schema) -> Result<(), Error> {
         create(
             engine,
             &global_index_table(schema, &index.name),
-            TableSchema::with_families([GLOBAL_INDEX]),
+            TableSchema {
+                families: [(GLOBAL_INDEX.to_string(), GcRule::KeepFor(retention))].into(),
+                ..TableSchema::default()
+            },
         )?;
     }
     Ok(())
 }
 
-/// Creates the table, or adds the families it lacks (a table made by an older version,
-/// before queues had a family).
-fn create(engine: &Engine, name: &str, schema: TableSchema) -> Result<(), Error> {
+/// The families of a table holding entity groups: entities, local indexes, mailboxes
+/// and, in root rows, the group's log and state. Entities and local index entries keep
+/// their overwritten versions for `retention` (reads at past positions need them).
+pub fn group_table_schema(retention: Duration) -> TableSchema {
+    let mut data = TableSchema::with_families([crate::queue::FAMILY, crate::prepared::FAMILY]);
+    for family in [PROPS, EXISTS, LOCAL_INDEX] {
+        data.families
+            .insert(family.into(), GcRule::KeepFor(retention));
+    }
+    // Replication state is overwritten in place: keep only the newest cell.
+    data.families.insert(LOG.into(), GcRule::MaxVersions(1));
+    data.families.insert(META.into(), GcRule::MaxVersions(1));
+    data
+}
+
+/// Creates the table, or brings its families to `schema`'s: adds the ones it lacks (a
+/// table made by an older version, before queues had a family) and sets their GC rules
+/// (a table made before versions were collected, or with another retention).
+pub(crate) fn create(engine: &Engine, name: &str, schema: TableSchema) -> Result<(), Error> {
     match engine.create_table(name, schema.clone()) {
         Ok(()) => Ok(()),
         Err(bigtable::Error::AlreadyExists(_)) => {
             let mut existing = engine.schema(name)?;
-            let missing: Vec<_> = schema
+            let changed: Vec<_> = schema
                 .families
                 .into_iter()
-                .filter(|(f, _)| !existing.families.contains_key(f))
+                .filter(|(f, rule)| existing.families.get(f) != Some(rule))
                 .collect();
-            if missing.is_empty() {
+            if changed.is_empty() {
                 return Ok(());
             }
-            existing.families.extend(missing);
+            existing.families.extend(changed);
             Ok(engine.set_schema(name, existing)?)
         }
         Err(e) => Err(e.into()),

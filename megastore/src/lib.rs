@@ -70,6 +70,10 @@ pub enum Error {
     Locked { txid: u64 },
     #[error("index {0} is still being back-filled")]
     IndexNotReady(String),
+    /// A snapshot (or a detached transaction) read after the version retention: the
+    /// versions it needs may be collected. Reading again from a fresh one works.
+    #[error("snapshot taken {0:?} ago, longer than the version retention: read again")]
+    SnapshotTooOld(std::time::Duration),
     #[error("stored data is damaged: {0}")]
     Damaged(String),
     #[error(transparent)]

@@ -63,6 +63,12 @@ pub enum Write {
         decide: bool,
         writes: Vec<Write>,
     },
+    /// Catalog group only: records version `version` of the database's schema, whose
+    /// text is `text`, in every replica's catalog.
+    Schema { version: u64, text: String },
+    /// Catalog group only: records that index `index` (added in schema version
+    /// `version`) is back-filled, so every replica serves queries on it.
+    IndexBuilt { index: String, version: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -92,6 +98,8 @@ const RECEIVE: u8 = 6;
 const FORGET: u8 = 7;
 const PREPARE: u8 = 8;
 const RESOLVE: u8 = 9;
+const SCHEMA: u8 = 10;
+const INDEX_BUILT: u8 = 11;
 
 impl LogEntry {
     pub fn encode(&self) -> Vec<u8> {
@@ -224,6 +232,16 @@ fn encode_write(out: &mut Vec<u8>, write: &Write) {
             out.push(u8::from(*commit) | (u8::from(*decide) << 1));
             encode_writes(out, writes);
         }
+        Write::Schema { version, text } => {
+            out.push(SCHEMA);
+            out.extend_from_slice(&version.to_be_bytes());
+            put_bytes(out, text.as_bytes());
+        }
+        Write::IndexBuilt { index, version } => {
+            out.push(INDEX_BUILT);
+            put_bytes(out, index.as_bytes());
+            out.extend_from_slice(&version.to_be_bytes());
+        }
     }
 }
 
@@ -329,6 +347,14 @@ fn read_write(r: &mut Reader<'_>) -> Option<Write> {
                 writes: read_data_writes(r)?,
             }
         }
+        SCHEMA => Write::Schema {
+            version: u64::from_be_bytes(r.take(8)?.try_into().ok()?),
+            text: read_string(r)?,
+        },
+        INDEX_BUILT => Write::IndexBuilt {
+            index: read_string(r)?,
+            version: u64::from_be_bytes(r.take(8)?.try_into().ok()?),
+        },
         _ => return None,
     })
 }
@@ -414,6 +440,14 @@ mod tests {
                     writes: vec![Write::Put(
                         Entity::new("User").set("user_id", Value::Int64(2)),
                     )],
+                },
+                Write::Schema {
+                    version: 2,
+                    text: "CREATE SCHEMA S;".into(),
+                },
+                Write::IndexBuilt {
+                    index: "PhotosByTime".into(),
+                    version: 2,
                 },
             ],
         };

@@ -34,6 +34,8 @@ pub struct Snapshot<'d> {
     pub(crate) timestamp: Option<i64>,
     /// What a transaction read through this snapshot (`None`: not recorded).
     pub(crate) reads: Option<RefCell<Footprint>>,
+    /// When it was taken (this replica's clock, microseconds; 0: unknown).
+    pub(crate) taken_at: i64,
 }
 
 impl Snapshot<'_> {
@@ -42,17 +44,21 @@ impl Snapshot<'_> {
         self.position
     }
 
+    /// The timestamp reads are as of, while the versions they need are still kept
+    /// (for the version retention after the snapshot was taken).
+    fn as_of(&self) -> Result<Option<i64>, Error> {
+        let Some(timestamp) = self.timestamp else {
+            return Ok(None);
+        };
+        self.core.check_snapshot_age(self.taken_at)?;
+        Ok(Some(timestamp))
+    }
+
     /// The entity of `table` with primary key `key`, if it exists.
     pub fn get(&self, table: &str, key: &[Value]) -> Result<Option<Entity>, Error> {
         let row = self.own_row(table, key)?;
         self.record(|reads| reads.add_row(table, &row));
-        read::get(
-            self.core.engine(),
-            &self.schema,
-            table,
-            &row,
-            self.timestamp,
-        )
+        read::get(self.core.engine(), &self.schema, table, &row, self.as_of()?)
     }
 
     /// The entities of `table` in this group whose primary key starts with `prefix`
@@ -72,13 +78,7 @@ impl Snapshot<'_> {
             end: prefix_end(&start).map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded),
             start: std::ops::Bound::Included(start),
         };
-        read::scan(
-            self.core.engine(),
-            &self.schema,
-            table,
-            rows,
-            self.timestamp,
-        )
+        read::scan(self.core.engine(), &self.schema, table, rows, self.as_of()?)
     }
 
     /// The entries of local index `index` in this group whose values lie in `range`,
@@ -93,7 +93,7 @@ impl Snapshot<'_> {
             &self.group_row,
             def,
             range,
-            self.timestamp,
+            self.as_of()?,
         )
     }
 
@@ -128,7 +128,7 @@ impl Snapshot<'_> {
             &self.root_data_table(),
             &self.group_row,
             queue,
-            self.timestamp,
+            self.as_of()?,
             max,
         )
     }
@@ -211,7 +211,8 @@ impl Snapshot<'_> {
 pub struct Transaction<'d> {
     pub(crate) snapshot: Snapshot<'d>,
     pub(crate) writes: BTreeMap<(String, Vec<u8>), Write>,
-    pub(crate) reindex: Vec<String>,
+    /// Writes that cover the whole group: index back-fills, catalog records.
+    group_writes: Vec<Write>,
     /// Queue writes (sends, receives, deliveries, forgets), in order.
     mail: Vec<Write>,
     /// What this transaction wrote to queue state, as entities.
@@ -231,7 +232,7 @@ impl<'d> Transaction<'d> {
         Transaction {
             snapshot,
             writes: BTreeMap::new(),
-            reindex: Vec::new(),
+            group_writes: Vec::new(),
             mail: Vec::new(),
             mail_written: Footprint::default(),
         }
@@ -315,7 +316,7 @@ impl<'d> Transaction<'d> {
             &self.group_row,
             queue,
             from,
-            self.timestamp,
+            self.as_of()?,
         )?;
         let fresh: Vec<(MessageId, Vec<u8>)> = messages
             .iter()
@@ -371,7 +372,17 @@ impl<'d> Transaction<'d> {
 
     /// Back-fills index `index` in this group when the transaction commits.
     pub(crate) fn reindex(&mut self, index: &str) {
-        self.reindex.push(index.to_string());
+        self.group_writes.push(Write::Reindex {
+            index: index.to_string(),
+        });
+    }
+
+    /// Records `write` (a schema version or a built index) in the catalog group when
+    /// the transaction commits. It reads and writes the whole group, so it commits only
+    /// on the catalog it read.
+    pub(crate) fn record_in_catalog(&mut self, write: Write) {
+        self.snapshot.record(Footprint::add_whole_group);
+        self.group_writes.push(write);
     }
 
     /// The log entry's writes, and the entities read and written.
@@ -385,16 +396,12 @@ impl<'d> Transaction<'d> {
         for (table, row) in self.writes.keys() {
             written.add_row(table, row);
         }
-        if !self.reindex.is_empty() {
+        if !self.group_writes.is_empty() {
             written.add_whole_group();
         }
         written.extend(&self.mail_written);
         let mut writes: Vec<Write> = self.writes.into_values().collect();
-        writes.extend(
-            self.reindex
-                .into_iter()
-                .map(|index| Write::Reindex { index }),
-        );
+        writes.extend(self.group_writes);
         writes.extend(self.mail);
         (writes, reads, written)
     }

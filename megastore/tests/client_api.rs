@@ -148,7 +148,27 @@ fn reads_queries_and_schema_answer_over_the_wire() {
     assert_eq!(schema.name, "PhotoApp");
     assert!(schema.text.contains("PhotosByTag"));
     let refused = client.update_schema("CREATE SCHEMA PhotoApp;");
-    assert!(matches!(refused, Err(Error::Invalid(_))), "{refused:?}");
+    assert!(
+        matches!(&refused, Err(Error::Invalid(m)) if m.contains("was removed")),
+        "{refused:?}"
+    );
+    let added =
+        schema.text.clone() + "\nCREATE LOCAL INDEX PhotosByUrl ON Photo(user_id, full_url);";
+    assert_eq!(client.update_schema(&added).unwrap().version, 2);
+    assert_eq!(client.schema().unwrap().text, added);
+    let by_url = client
+        .query_local(
+            &g,
+            "PhotosByUrl",
+            &ValueRange::prefix(vec![Value::Int64(7)]),
+            ReadMode::Current,
+        )
+        .unwrap();
+    assert_eq!(
+        by_url.len(),
+        3,
+        "the new index holds the photos written before"
+    );
 }
 
 #[test]

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use bigtable::clock::{Clock, ManualClock};
 use bigtable::fs::{CrashMode, FaultyFs};
-use bigtable::EngineOptions;
 use megastore::cluster::{Cluster, ClusterOptions, TransportWrapper};
 use megastore::log::LogEntry;
 use megastore::paxos::proposer::Reply;
@@ -32,18 +31,7 @@ CREATE TABLE Account { required int64 id; required int64 balance; }
   PRIMARY KEY(id), ENTITY GROUP ROOT;
 ";
 
-fn options(kinds: &[ReplicaKind]) -> ClusterOptions {
-    ClusterOptions {
-        kinds: kinds.to_vec(),
-        engine: EngineOptions::tiny(),
-        lease: Duration::from_millis(300),
-        database: DatabaseOptions {
-            max_attempts: 1000,
-            ..DatabaseOptions::default()
-        },
-        ..ClusterOptions::default()
-    }
-}
+use common::cluster_options as options;
 
 fn file_systems(n: usize) -> Vec<FaultyFs> {
     (0..n).map(|_| FaultyFs::new()).collect()

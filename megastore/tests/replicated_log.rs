@@ -77,7 +77,8 @@ fn replicas(n: usize) -> Vec<Arc<Switchable>> {
                 EngineOptions::tiny(),
             )
             .unwrap();
-            megastore::layout::create_tables(&engine, &schema).unwrap();
+            let retention = std::time::Duration::from_secs(3600);
+            megastore::layout::create_tables(&engine, &schema, retention).unwrap();
             Arc::new(Switchable {
                 replica: Replica::new(Arc::new(engine)),
                 down: AtomicBool::new(false),

@@ -1,6 +1,7 @@
 //! Megastore served as one process per replica (`megastore serve --replica ID --config
 //! FILE`) on loopback, with etcd as the coordinators' lock service, driven through the
-//! gRPC client: a killed replica stops no writes and catches up when restarted; a
+//! gRPC client: a killed replica stops no writes and catches up when restarted, on the
+//! data and on a schema change made while it was down (`megastore update-schema`); a
 //! stopped leader sends writers to the slow path; bad requests get clear errors; with
 //! TLS and a token in the config, replicas and clients (the Rust client and the command
 //! line) talk over TLS.
@@ -74,8 +75,45 @@ fn a_killed_replica_stops_nothing_and_catches_up_when_restarted() {
         put_photo(&clients[id as usize % 2], 1, id);
     }
     assert_has_photos(&clients[1], 1, 0..20);
+    // The schema changes meanwhile, through the command line: a new table and a new
+    // index on the photos already written.
+    let schema = dir.path().join("v2.schema");
+    let text = clients[0].schema().expect("schema").text
+        + "\nCREATE TABLE Album { required int64 album_id; required string title; }\n\
+           PRIMARY KEY(album_id), ENTITY GROUP ROOT;\n\
+           CREATE LOCAL INDEX PhotosByUrl ON Photo(user_id, full_url);\n";
+    std::fs::write(&schema, &text).expect("schema file");
+    let args = ["--address", &cluster.addresses[0], "update-schema"];
+    let (ok, out, err) = run(
+        env!("CARGO_BIN_EXE_megastore"),
+        &[&args[..], &[schema.to_str().expect("path")]].concat(),
+    );
+    assert!(
+        ok && out.contains(r#""version":2"#),
+        "update-schema: {out} {err}"
+    );
     cluster.restart(2);
     assert_has_photos(&clients[2], 1, 0..20);
+    // The restarted replica learned the new version: its index holds the old photos,
+    // and the new table takes writes there.
+    let by_url = clients[2]
+        .query_local(
+            &group(1),
+            "PhotosByUrl",
+            &megastore::ValueRange::prefix(vec![Value::Int64(1)]),
+            ReadMode::Current,
+        )
+        .expect("the new index at the restarted replica");
+    assert_eq!(by_url.len(), 20);
+    let album = Entity::new("Album")
+        .set("album_id", Value::Int64(1))
+        .set("title", Value::String("trip".into()));
+    clients[2]
+        .transact(&GroupKey::new("Album", vec![Value::Int64(1)]), 8, |tx| {
+            tx.put(&album);
+            Ok(())
+        })
+        .expect("a write to the new table");
     // Once caught up, replica 2 serves a snapshot read of the latest write locally.
     let key = [Value::Int64(1), Value::Int32(19)];
     let local = clients[2]

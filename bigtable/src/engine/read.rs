@@ -257,7 +257,8 @@ impl TableSnapshot {
 
     /// A row reader that leaves out what `filter` would drop anyway.
     fn reader(&self, filter: Option<&CompiledFilter>) -> RowReader {
-        RowReader::windowed(filter.and_then(CompiledFilter::read_window), &self.schema)
+        let window = filter.and_then(CompiledFilter::read_window);
+        RowReader::windowed(window, &self.schema, self.now)
     }
 
     /// Streams the rows of `request` in key order (or reverse key order).

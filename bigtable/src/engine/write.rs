@@ -135,7 +135,9 @@ impl Engine {
     /// [`Engine::check_and_mutate_row_with`], writing `also` (other rows of the table,
     /// whatever the predicate says) in the same commit as the chosen mutations: one
     /// log record instead of two, atomic with them while every row is in one tablet.
-    /// If any entry of `also` is invalid, nothing is written.
+    /// Across tablets, `row` becomes visible only after the rows of `also`, so a reader
+    /// that sees the conditional write sees them too. If any entry of `also` is
+    /// invalid, nothing is written.
     #[allow(clippy::too_many_arguments)]
     pub fn check_and_mutate_row_along(
         &self,
@@ -159,8 +161,9 @@ impl Engine {
             .collect();
         let locked: Vec<&[u8]> = rows.iter().map(|(r, _)| *r).chain([row]).collect();
         let _locks = self.core.row_locks.lock(table_key(table), &locked);
-        let matched = self.core.matches(table, row, predicate.as_ref())?;
-        let chosen = if matched { if_true } else { if_false };
+        let (matched, chosen) =
+            self.core
+                .judge(table, row, predicate.as_ref(), (if_true, if_false))?;
         if !chosen.is_empty() {
             rows.push((row, chosen));
         }
@@ -204,8 +207,10 @@ impl Engine {
         let mut matched = Vec::with_capacity(checks.len());
         let mut writes: Vec<(&[u8], &[Mutation])> = Vec::new();
         for (check, predicate) in checks.iter().zip(&predicates) {
-            let m = self.core.matches(table, &check.row, predicate.as_ref())?;
-            let chosen = if m { &check.if_true } else { &check.if_false };
+            let branches = (check.if_true.as_slice(), check.if_false.as_slice());
+            let (m, chosen) = self
+                .core
+                .judge(table, &check.row, predicate.as_ref(), branches)?;
             if !chosen.is_empty() {
                 writes.push((&check.row, chosen));
             }
@@ -469,8 +474,9 @@ impl Core {
     }
 
     /// Commits validated mutations of rows whose locks the caller holds: one log record
-    /// per tablet the rows fall in, then the memtables. Returns once the records are
-    /// durable under the sync policy.
+    /// per tablet the rows fall in, then the memtables; across tablets, the last row
+    /// after the others are visible. Returns once the records are durable under the
+    /// sync policy.
     pub(super) fn commit<'r>(
         &self,
         table: &str,
@@ -493,6 +499,23 @@ impl Core {
                 return Ok(());
             }
         }
+        // Across tablets there is no single commit. The last row goes in once every
+        // other row is visible, so a caller that writes last the row publishing the
+        // others (a group's state cell after the entry's cells) never shows it first.
+        let Some((last, others)) = rows.split_last() else {
+            return Ok(());
+        };
+        self.commit_spread(table, others, durability)?;
+        self.commit_spread(table, std::slice::from_ref(last), durability)
+    }
+
+    /// Commits rows tablet by tablet (each tablet's part at once, in no given order).
+    fn commit_spread<'r>(
+        &self,
+        table: &str,
+        rows: &[(&'r [u8], &'r [Mutation])],
+        durability: Durability,
+    ) -> Result<()> {
         let mut pending = rows.to_vec();
         while !pending.is_empty() {
             let mut groups: BTreeMap<TreeId, Vec<RowChange<'_>>> = BTreeMap::new();
@@ -624,9 +647,19 @@ impl Core {
         }
     }
 
-    /// The row's cells as a read now would return them, GC applied. The caller holds
-    /// the row's lock, so every write to the row has finished and the newest entries
-    /// can be read without waiting for the visible sequence number.
+    /// Judges a check-and-mutate of `row` (the caller holds its lock): whether
+    /// `predicate` matched, and the branch to write.
+    fn judge<'m>(
+        &self,
+        table: &str,
+        row: &[u8],
+        predicate: Option<&crate::filter::CompiledFilter>,
+        (if_true, if_false): (&'m [Mutation], &'m [Mutation]),
+    ) -> Result<(bool, &'m [Mutation])> {
+        let matched = self.matches(table, row, predicate)?;
+        Ok((matched, if matched { if_true } else { if_false }))
+    }
+
     /// Whether `predicate` outputs any cell of `row` (without one: whether the row has
     /// any cell). The caller holds the row's lock.
     fn matches(
@@ -647,6 +680,9 @@ impl Core {
         })
     }
 
+    /// The row's cells as a read now would return them, GC applied. The caller holds
+    /// the row's lock, so every write to the row has finished and the newest entries
+    /// can be read without waiting for the visible sequence number.
     pub(super) fn latest_cells(
         &self,
         table: &str,
@@ -658,11 +694,12 @@ impl Core {
             let (_, t) = state.route(table, row)?;
             (t.schema.clone(), t.version.clone())
         };
-        let mut reader = RowReader::windowed(window, &schema);
+        let now = self.options.clock.now_micros();
+        let mut reader = RowReader::windowed(window, &schema, now);
         let mut cells = version
             .read_row_with(row, SeqNo::MAX, &mut reader)?
             .map_or_else(Vec::new, |r| r.cells);
-        collect_garbage(&mut cells, &schema, self.options.clock.now_micros());
+        collect_garbage(&mut cells, &schema, now);
         Ok(cells)
     }
 }

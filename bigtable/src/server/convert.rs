@@ -379,6 +379,12 @@ pub fn gc_rule_message(rule: &GcRule) -> Option<admin::GcRule> {
         }),
         GcRule::Intersection(rules) => Rule::Intersection(Intersection { rules: list(rules) }),
         GcRule::Union(rules) => Rule::Union(Union { rules: list(rules) }),
+        // No Cloud Bigtable rule keeps the newest cell older than an age; the nearest
+        // keeps only the column's newest of those (it collects more).
+        GcRule::KeepFor(age) => {
+            let nearest = GcRule::Intersection(vec![GcRule::MaxAge(*age), GcRule::MaxVersions(1)]);
+            return gc_rule_message(&nearest);
+        }
     };
     Some(admin::GcRule { rule: Some(rule) })
 }

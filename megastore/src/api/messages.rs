@@ -83,6 +83,8 @@ pub struct Transaction {
     pub timestamp: i64,
     #[prost(uint64, tag = "3")]
     pub schema_version: u64,
+    #[prost(int64, tag = "4")]
+    pub began_at: i64,
 }
 
 /// How a read reads: inside a transaction (`transaction` set), or in one of the three
@@ -410,6 +412,7 @@ impl From<ReadToken> for Transaction {
             position: t.position,
             timestamp: t.timestamp,
             schema_version: t.schema_version,
+            began_at: t.began_at,
         }
     }
 }
@@ -420,6 +423,7 @@ impl From<Transaction> for ReadToken {
             position: t.position,
             timestamp: t.timestamp,
             schema_version: t.schema_version,
+            began_at: t.began_at,
         }
     }
 }

@@ -44,6 +44,11 @@ fn snapshot<'d>(db: &'d Database, group: &GroupKey, how: HowToRead) -> Result<Sn
 }
 
 fn schema_reply(db: &Database) -> Result<SchemaReply, Error> {
+    // With changes made through other replicas; without a majority (or at a witness),
+    // what this replica has.
+    if let Err(e) = db.refresh_schema() {
+        tracing::debug!("answering with this replica's schema, not refreshed: {e}");
+    }
     let (version, text) = db.schema_text()?;
     Ok(SchemaReply {
         name: db.schema().name.clone(),

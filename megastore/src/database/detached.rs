@@ -19,12 +19,14 @@ use crate::txn::{Snapshot, Transaction};
 use crate::Error;
 
 /// Where a detached transaction reads: a log position of its group, the timestamp of
-/// that position's entry, and the schema version it runs under.
+/// that position's entry, the schema version it runs under, and when it began (the
+/// clock of the replica it began at, microseconds; 0: unknown, not checked).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadToken {
     pub position: u64,
     pub timestamp: i64,
     pub schema_version: u64,
+    pub began_at: i64,
 }
 
 /// A write of a detached transaction.
@@ -70,6 +72,7 @@ impl Database {
             position: state.meta.applied,
             timestamp: state.meta.applied_timestamp,
             schema_version,
+            began_at: self.core.options.clock.now_micros(),
         })
     }
 
@@ -101,6 +104,7 @@ impl Database {
             position: Some(token.position),
             timestamp: Some(token.timestamp),
             reads: None,
+            taken_at: token.began_at,
         })
     }
 

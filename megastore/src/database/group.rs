@@ -11,7 +11,7 @@ use parking_lot::RwLock;
 
 use super::commit::{Prepared, Verdict};
 use super::{Committed, Core, GroupName};
-use crate::apply::{entry_cells, touches_global_index, EntryCells, Indexes};
+use crate::apply::{catalog_cells, entry_cells, touches_global_index, EntryCells, Indexes};
 use crate::layout::GroupMeta;
 use crate::log::{LogEntry, Write};
 use crate::replica::{GroupState, RootRow};
@@ -119,6 +119,7 @@ impl Core {
             position: Some(state.meta.applied),
             timestamp: Some(state.meta.applied_timestamp),
             reads: Some(RefCell::default()),
+            taken_at: self.options.clock.now_micros(),
         }))
     }
 
@@ -201,14 +202,15 @@ impl Core {
         witness: bool,
     ) -> Result<Option<GroupMeta>, Error> {
         let entry = LogEntry::decode(bytes)?;
-        let schema = self.schema_at(entry.schema_version)?;
-        let global = !witness && touches_global_index(&schema, &entry);
         // With the group's global indexes caught up, this entry's go in with its data;
         // else the indexer writes them later, after the earlier ones.
         let caught_up = meta.indexed == meta.applied;
         let indexed_here = caught_up && !self.queue.paused();
         let mut cells = EntryCells::default();
+        let mut global = false;
         if !witness {
+            let schema = self.schema_at(entry.schema_version)?;
+            global = touches_global_index(&schema, &entry);
             let indexes = if indexed_here {
                 Indexes::All
             } else {
@@ -216,6 +218,10 @@ impl Core {
             };
             let group = (root.table.as_str(), root.row.as_slice());
             cells = entry_cells(self.engine(), &schema, group.0, group.1, &entry, indexes)?;
+        }
+        let catalog = Self::is_catalog(root);
+        if catalog {
+            catalog_cells(&self.name, &entry, &mut cells);
         }
         // The root table's cells go in one commit with the state cell, the others
         // (global indexes, say) before it.
@@ -240,6 +246,9 @@ impl Core {
             return Ok(None);
         }
         self.counters.applied.fetch_add(1, Ordering::Relaxed);
+        if catalog {
+            self.recorded_in_catalog(&entry)?;
+        }
         match (global, indexed_here) {
             (true, true) => self.queue.indexed(root, entry.timestamp),
             (true, false) => self.queue.applied(root, entry.timestamp),

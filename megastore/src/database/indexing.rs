@@ -160,8 +160,6 @@ impl Core {
                 tracing::info!("back-fill of index {index}: {} of {total} groups", done + 1);
             }
         }
-        self.catalog().mark_built(&self.name, index, version)?;
-        self.building.write().remove(index);
-        Ok(())
+        self.mark_built(index, version)
     }
 }

@@ -44,6 +44,7 @@ mod group;
 mod indexing;
 mod proposing;
 mod replicated;
+mod schema_changes;
 mod schema_versions;
 mod suspects;
 mod two_phase;
@@ -67,6 +68,10 @@ pub struct DatabaseOptions {
     /// A two-phase transaction prepared longer ago than this is taken as abandoned by
     /// its coordinator: the upkeep thread, or a writer it locks out, finishes it.
     pub prepared_timeout: std::time::Duration,
+    /// How long overwritten versions of entities and index entries are kept: a snapshot
+    /// or transaction reads for at most this long after it began
+    /// (`Error::SnapshotTooOld` after). Replicas' clocks must agree to well within it.
+    pub version_retention: std::time::Duration,
 }
 
 impl Default for DatabaseOptions {
@@ -79,6 +84,7 @@ impl Default for DatabaseOptions {
             replication: None,
             deliver_in_background: true,
             prepared_timeout: std::time::Duration::from_secs(5),
+            version_retention: std::time::Duration::from_secs(3600),
         }
     }
 }
@@ -173,7 +179,12 @@ pub(crate) struct Core {
     current: RwLock<(u64, Arc<Schema>)>,
     versions: Mutex<BTreeMap<u64, Arc<Schema>>>,
     /// Indexes whose back-fill has not finished: queries on them are refused.
-    building: RwLock<BTreeSet<String>>,
+    building: Mutex<BTreeSet<String>>,
+    /// Signalled when an index leaves `building`.
+    built: parking_lot::Condvar,
+    /// A back-fill was interrupted (by a crash, or an error): the upkeep thread
+    /// finishes it.
+    resume_backfills: std::sync::atomic::AtomicBool,
     /// Held (shared) by each transaction attempt; a schema change takes it exclusively
     /// so that no transaction of the old version commits after its back-fill starts.
     schema_gate: RwLock<()>,
@@ -228,7 +239,17 @@ impl Database {
         }
         let db = Self::open(engine, &schema.name, options)?;
         if stored.is_some_and(|(_, old)| old != schema) {
-            db.update_schema(text)?;
+            if db.core.sole_voter() {
+                db.update_schema(text)?;
+            } else {
+                // The other replicas may not be up yet: a change goes through
+                // `update_schema` once they are.
+                tracing::warn!(
+                    "schema {} differs from the stored one, which stays: change a \
+                     replicated schema with UpdateSchema",
+                    schema.name
+                );
+            }
         }
         Ok(db)
     }
@@ -240,7 +261,7 @@ impl Database {
         let (version, schema) = catalog
             .get(name)?
             .ok_or_else(|| Error::Invalid(format!("no schema {name} is stored")))?;
-        create_tables(&engine, &schema)?;
+        create_tables(&engine, &schema, options.version_retention)?;
         let built = catalog.built(name)?;
         let building = schema
             .indexes
@@ -260,7 +281,9 @@ impl Database {
             name: name.to_string(),
             current: RwLock::new((version, schema.clone())),
             versions: Mutex::new(BTreeMap::from([(version, schema)])),
-            building: RwLock::new(building),
+            building: Mutex::new(building),
+            built: parking_lot::Condvar::new(),
+            resume_backfills: std::sync::atomic::AtomicBool::new(false),
             schema_gate: RwLock::new(()),
             queue: IndexQueue::new(options.clock.clone()),
             options,
@@ -274,6 +297,8 @@ impl Database {
             proposing: proposing::Proposing::default(),
             outboxes: delivery::Outboxes::new(background_delivery),
         });
+        // Schema changes chosen before a crash but not applied yet.
+        core.roll_forward(&core.catalog_root())?;
         core.find_unindexed_groups()?;
         let worker = core.clone();
         let indexer = std::thread::Builder::new()
@@ -300,9 +325,16 @@ impl Database {
             deliverer,
             maintenance,
         };
-        let unfinished: Vec<String> = db.core.building.read().iter().cloned().collect();
-        for index in unfinished {
-            db.core.backfill(&index, version)?;
+        if db.core.sole_voter() {
+            db.core.finish_backfills()?;
+        } else if !db.core.building.lock().is_empty() {
+            // Back-filling commits in every group of the table, which needs the other
+            // replicas, perhaps not up yet: the upkeep thread finishes it.
+            tracing::info!(
+                "indexes {:?} are not back-filled yet: the upkeep thread finishes them",
+                db.core.building.lock()
+            );
+            db.core.resume_backfills.store(true, Ordering::SeqCst);
         }
         Ok(db)
     }
@@ -325,38 +357,40 @@ impl Database {
     }
 
     /// Adds to the schema (tables, properties, indexes; nothing may be removed or
-    /// changed) and back-fills its new indexes; returns the new version. Back-filling
-    /// commits one entry in every entity group of the indexed table.
+    /// changed) and back-fills its new indexes; returns the new version. The change is
+    /// replicated: every replica installs the new version. Back-filling commits one
+    /// entry in every entity group of the indexed table. Sending the current schema
+    /// again changes nothing but finishes a back-fill that was interrupted.
     pub fn update_schema(&self, text: &str) -> Result<u64, Error> {
-        let core = &self.core;
-        if !core.sole_voter() {
-            return Err(Error::Invalid(
-                "schema changes of a replicated database are not supported yet".into(),
-            ));
+        self.core.serves_reads()?;
+        self.core.change_schema(text)
+    }
+
+    /// Waits until index `index` is back-filled here (queries on it are served), at
+    /// most `timeout`; whether it is.
+    pub fn wait_for_index(&self, index: &str, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut building = self.core.building.lock();
+        while building.contains(index) {
+            if self
+                .core
+                .built
+                .wait_until(&mut building, deadline)
+                .timed_out()
+            {
+                return !building.contains(index);
+            }
         }
-        let catalog = core.catalog();
-        let version = catalog.put(text)?;
-        let schema = catalog
-            .get_version(&core.name, version)?
-            .ok_or_else(|| Error::Damaged(format!("schema version {version} vanished")))?;
-        create_tables(core.engine(), &schema)?;
-        let old = core.current.read().1.clone();
-        let new_indexes: Vec<String> = schema
-            .indexes
-            .iter()
-            .filter(|i| !old.indexes.iter().any(|o| o.name == i.name))
-            .map(|i| i.name.clone())
-            .collect();
-        {
-            // Waits for transactions running under the old version to finish.
-            let _gate = core.schema_gate.write();
-            core.building.write().extend(new_indexes.iter().cloned());
-            core.install(version, Arc::new(schema));
-        }
-        for index in &new_indexes {
-            core.backfill(index, version)?;
-        }
-        Ok(version)
+        true
+    }
+
+    /// Catches this replica up on schema changes made through other replicas; returns
+    /// the current version. (Applying an entry written under a newer version does this
+    /// by itself.)
+    pub fn refresh_schema(&self) -> Result<u64, Error> {
+        self.core.serves_reads()?;
+        self.core.make_current(&self.core.catalog_root())?;
+        Ok(self.schema_version())
     }
 
     /// Runs `f` as a transaction on `group` and commits what it wrote. On a conflict
@@ -395,6 +429,7 @@ impl Database {
             position: state.as_ref().map(|s| s.meta.applied),
             timestamp: state.as_ref().map(|s| s.meta.applied_timestamp),
             reads: None,
+            taken_at: self.core.options.clock.now_micros(),
         })
     }
 
@@ -586,7 +621,8 @@ impl Core {
                     let upkeep = core
                         .scavenge()
                         .and_then(|_| core.clean_logs())
-                        .and_then(|_| core.finish_prepared(timeout));
+                        .and_then(|_| core.finish_prepared(timeout))
+                        .and_then(|_| core.resume_interrupted_backfills());
                     if let Err(e) = upkeep {
                         tracing::warn!("replica upkeep failed (retried next period): {e}");
                     }
@@ -613,15 +649,31 @@ impl Core {
         }
     }
 
+    /// Refuses a read from a snapshot taken at `taken_at` (0: unknown) longer ago than
+    /// the version retention: versions it needs may be collected.
+    pub(crate) fn check_snapshot_age(&self, taken_at: i64) -> Result<(), Error> {
+        let age = self.options.clock.now_micros().saturating_sub(taken_at);
+        let age = std::time::Duration::from_micros(u64::try_from(age).unwrap_or(0));
+        if taken_at != 0 && age > self.options.version_retention {
+            return Err(Error::SnapshotTooOld(age));
+        }
+        Ok(())
+    }
+
     pub(crate) fn check_built(&self, index: &str) -> Result<(), Error> {
-        if self.building.read().contains(index) {
+        if self.building.lock().contains(index) {
             return Err(Error::IndexNotReady(index.to_string()));
         }
         Ok(())
     }
 
     fn root_row(&self, group: &GroupKey) -> Result<RootRow, Error> {
-        let schema = self.current.read().1.clone();
+        let mut schema = self.current.read().1.clone();
+        if schema.table(&group.root).is_none() && self.serves_reads().is_ok() {
+            // Perhaps added through another replica, and not applied here yet.
+            self.make_current(&self.catalog_root())?;
+            schema = self.current.read().1.clone();
+        }
         let table = schema
             .table(&group.root)
             .ok_or_else(|| Error::Invalid(format!("table {} is not in the schema", group.root)))?;

@@ -306,10 +306,10 @@ impl Core {
         Some(lowest)
     }
 
-    /// The root row of every entity group of the current schema.
+    /// The root row of every entity group of the current schema, and the catalog's.
     fn group_roots(&self) -> Result<Vec<RootRow>, Error> {
         let schema = self.current.read().1.clone();
-        let mut roots = Vec::new();
+        let mut roots = vec![self.catalog_root()];
         for root_table in schema
             .tables
             .iter()

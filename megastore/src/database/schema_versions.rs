@@ -16,18 +16,17 @@ impl Core {
         }
     }
 
-    /// The schema of `version`, from memory or the catalog.
+    /// The schema of `version`, from memory or the catalog. A version this replica
+    /// has not recorded yet (another replica changed the schema) comes from catching up
+    /// the catalog group.
     pub(super) fn schema_at(&self, version: u64) -> Result<Arc<Schema>, Error> {
         if let Some(s) = self.versions.lock().get(&version) {
             return Ok(s.clone());
         }
-        let schema = self
-            .catalog()
-            .get_version(&self.name, version)?
-            .ok_or_else(|| Error::Damaged(format!("schema version {version} is not stored")))?;
-        let schema = Arc::new(schema);
-        self.install(version, schema.clone());
-        Ok(schema)
+        if self.catalog().get_version(&self.name, version)?.is_none() {
+            self.make_current(&self.catalog_root())?;
+        }
+        self.load_version(version)
     }
 
     /// The schema a transaction on a group last written under `group_version` runs

@@ -57,9 +57,10 @@ pub fn status_of(e: Error) -> Status {
     match e {
         Error::Invalid(m) => Status::invalid_argument(m),
         Error::Unavailable(m) => Status::unavailable(m),
-        Error::Conflict(_) | Error::TooManyConflicts { .. } | Error::Locked { .. } => {
-            Status::aborted(e.to_string())
-        }
+        Error::Conflict(_)
+        | Error::TooManyConflicts { .. }
+        | Error::Locked { .. }
+        | Error::SnapshotTooOld(_) => Status::aborted(e.to_string()),
         Error::Key(_) => Status::invalid_argument(e.to_string()),
         Error::Catalog(CatalogError::Storage(_) | CatalogError::Damaged(..)) => {
             Status::internal(e.to_string())

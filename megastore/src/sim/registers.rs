@@ -346,6 +346,8 @@ fn replay(entry: &LogEntry, state: &mut BTreeMap<Reg, Option<i64>>) {
                 }
             }
             Write::Reindex { .. }
+            | Write::Schema { .. }
+            | Write::IndexBuilt { .. }
             | Write::Send { .. }
             | Write::Deliver { .. }
             | Write::Receive { .. }

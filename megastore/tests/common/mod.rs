@@ -7,10 +7,12 @@ pub mod certs;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bigtable::fs::FaultyFs;
 use bigtable::{Engine, EngineOptions};
 use megastore::cluster::{Cluster, ClusterOptions};
+use megastore::replicas::ReplicaKind;
 use megastore::{Database, DatabaseOptions, Entity, GroupKey, Value};
 
 pub use megastore::examples::PHOTO_APP;
@@ -34,6 +36,20 @@ pub fn open_cluster(fs: &[FaultyFs], schema: &str, options: ClusterOptions) -> C
         options,
     )
     .expect("cluster opens")
+}
+
+/// Cluster options for tests: tiny engines, short leases, many retries.
+pub fn cluster_options(kinds: &[ReplicaKind]) -> ClusterOptions {
+    ClusterOptions {
+        kinds: kinds.to_vec(),
+        engine: EngineOptions::tiny(),
+        lease: Duration::from_millis(300),
+        database: DatabaseOptions {
+            max_attempts: 1000,
+            ..DatabaseOptions::default()
+        },
+        ..ClusterOptions::default()
+    }
 }
 
 pub fn photo_app(fs: &FaultyFs) -> Database {

@@ -59,15 +59,23 @@ struct SyncGate {
 struct GateState {
     closed: bool,
     waiting: usize,
+    /// Syncs that reached the gate, ever.
+    arrived: usize,
+    /// Held syncs allowed through while the gate stays closed.
+    permits: usize,
 }
 
 impl SyncGate {
     fn pass(&self) {
         let mut gate = self.held.lock();
         gate.waiting += 1;
+        gate.arrived += 1;
         self.changed.notify_all();
-        while gate.closed {
+        while gate.closed && gate.permits == 0 {
             self.changed.wait(&mut gate);
+        }
+        if gate.closed {
+            gate.permits -= 1;
         }
         gate.waiting -= 1;
     }
@@ -329,6 +337,22 @@ impl FaultyFs {
     pub fn release_syncs(&self) {
         self.sync_gate.held.lock().closed = false;
         self.sync_gate.changed.notify_all();
+    }
+
+    /// Lets one held sync (the next to arrive, if none waits) proceed; the gate stays
+    /// closed to the others.
+    pub fn release_one_sync(&self) {
+        self.sync_gate.held.lock().permits += 1;
+        self.sync_gate.changed.notify_all();
+    }
+
+    /// Blocks until at least `n` syncs have reached the gate since the file system was
+    /// made (held or not).
+    pub fn wait_for_sync_arrivals(&self, n: usize) {
+        let mut gate = self.sync_gate.held.lock();
+        while gate.arrived < n {
+            self.sync_gate.changed.wait(&mut gate);
+        }
     }
 
     /// Blocks until at least `n` syncs are waiting at the held gate.

@@ -67,6 +67,12 @@ pub fn run(
                 info.text.trim()
             );
         }
+        Command::UpdateSchema { file } => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|err| format!("cannot read {}: {err}", file.display()))?;
+            let info = client.update_schema(&text).map_err(e)?;
+            println!("{}", json!({"schema": info.name, "version": info.version}));
+        }
         Command::Put {
             table: name,
             values,

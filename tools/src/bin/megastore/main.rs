@@ -78,6 +78,13 @@ enum Command {
     Status,
     /// Print the schema.
     Schema,
+    /// Change the schema to the one in FILE (additions only: tables, properties,
+    /// indexes), at every replica; new indexes are back-filled before it returns.
+    /// Sending the current schema again finishes an interrupted back-fill.
+    UpdateSchema {
+        /// The whole new schema, in the schema language.
+        file: PathBuf,
+    },
     /// Write an entity: `put TABLE name=value ...` (repeated: name=a,b,c).
     Put { table: String, values: Vec<String> },
     /// Read an entity by its key: `get TABLE key=value ...`.
