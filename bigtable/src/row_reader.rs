@@ -321,6 +321,9 @@ pub struct RowReader {
     sums: Vec<Vec<u8>>,
     /// The columns read, sorted by family (`None`: all).
     columns: Option<Vec<ColumnSpan>>,
+    /// Reading one row only: stop once its wanted columns are read, without the seek
+    /// past the rest of the row that a scan needs to go on to the next one.
+    one_row: bool,
 }
 
 impl RowReader {
@@ -366,6 +369,31 @@ impl RowReader {
         Ok(())
     }
 
+    /// Whether a read of one row is done once column `family:qualifier` is: no
+    /// column after it is wanted.
+    fn done_after(&self, row: &[u8], family: &[u8], qualifier: &[u8]) -> bool {
+        let Some(spans) = self.columns.as_deref().filter(|_| self.one_row) else {
+            return false;
+        };
+        // The first qualifier after `qualifier`.
+        let mut next = qualifier.to_vec();
+        next.push(0);
+        matches!(place(spans, row, family, &next), Place::Past)
+    }
+
+    /// [`RowReader::read`] for a read of this row alone: the cursor is left anywhere
+    /// once the row's wanted columns are read.
+    pub fn read_one(
+        &mut self,
+        cursor: &mut dyn EntryCursor,
+        snapshot: SeqNo,
+    ) -> Result<Option<Row>> {
+        self.one_row = true;
+        let row = self.read(cursor, snapshot);
+        self.one_row = false;
+        row
+    }
+
     /// The window for cells of `family`, if any.
     fn window_for(&self, family: &[u8]) -> Option<&ReadWindow> {
         self.window
@@ -400,6 +428,7 @@ impl RowReader {
                 let next = match place(spans, &key, family, qualifier) {
                     Place::Wanted => None,
                     Place::Before(next) => Some(next),
+                    Place::Past if self.one_row => break,
                     Place::Past => Some(row_end(&key)),
                 };
                 if let Some(next) = next {
@@ -436,6 +465,9 @@ impl RowReader {
                     let limit = window.and_then(|w| w.versions);
                     last_kept = window.is_none_or(|w| w.contains(timestamp));
                     if last_kept && limit == Some(kept_in_column) {
+                        if self.done_after(&key, &family, &qualifier) {
+                            break;
+                        }
                         let end = column_end(&key, &family, &qualifier);
                         self.skip_column(cursor, &end)?;
                         continue;
@@ -445,6 +477,7 @@ impl RowReader {
                         let done = limit == Some(kept_in_column)
                             && !self.sums.iter().any(|f| *f == *family);
                         let end = done.then(|| column_end(&key, &family, &qualifier));
+                        let last_wanted = done && self.done_after(&key, &family, &qualifier);
                         cells.push(Cell {
                             family: Cow::into_owned(family),
                             qualifier: Cow::into_owned(qualifier),
@@ -456,6 +489,9 @@ impl RowReader {
                         // overwritten ones of the same timestamp) with one seek. A sum
                         // column's addends follow its cell, so it is skipped only at
                         // its next version.
+                        if last_wanted {
+                            break;
+                        }
                         if let Some(end) = end {
                             self.skip_column(cursor, &end)?;
                             continue;

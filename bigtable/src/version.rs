@@ -137,7 +137,7 @@ impl TreeVersion {
         if !cursor.valid() || !cursor.key().starts_with(&prefix) {
             return Ok(None);
         }
-        reader.read(&mut cursor, seq)
+        reader.read_one(&mut cursor, seq)
     }
 
     /// The lowest commit-log LSN this version's memtables still need.

@@ -95,6 +95,38 @@ fn bound() -> impl Strategy<Value = Bound<Vec<u8>>> {
     ]
 }
 
+fn column_range() -> impl Strategy<Value = RowFilter> {
+    (family(), qualifier_bound(), qualifier_bound()).prop_map(|(family, start, end)| {
+        RowFilter::ColumnRange {
+            family: String::from_utf8(family).unwrap(),
+            start,
+            end,
+        }
+    })
+}
+
+/// Filters shaped like a point read of some columns' newest versions (what Megastore
+/// reads): a chain of columns, maybe a timestamp range, then a per-column limit. The
+/// engine reads only the listed columns and stops after the last.
+fn columns_filter() -> impl Strategy<Value = Option<RowFilter>> {
+    (
+        proptest::collection::vec(column_range(), 1..4),
+        proptest::option::of((0i64..120, proptest::option::of(1i64..60))),
+        1usize..3,
+    )
+        .prop_map(|(columns, range, limit)| {
+            let mut chain = vec![RowFilter::Interleave(columns)];
+            if let Some((t, len)) = range {
+                chain.push(RowFilter::TimestampRange {
+                    start: START + t,
+                    end: len.map(|l| START + t + l),
+                });
+            }
+            chain.push(RowFilter::CellsPerColumnLimit(limit));
+            Some(RowFilter::Chain(chain))
+        })
+}
+
 fn filter() -> impl Strategy<Value = Option<RowFilter>> {
     let leaf = prop_oneof![
         Just(RowFilter::PassAll),
@@ -104,13 +136,7 @@ fn filter() -> impl Strategy<Value = Option<RowFilter>> {
         (0usize..3).prop_map(RowFilter::CellsPerRowOffset),
         Just(RowFilter::FamilyNameRegex("a|b".into())),
         Just(RowFilter::QualifierRegex(b"x".to_vec())),
-        (family(), qualifier_bound(), qualifier_bound()).prop_map(|(family, start, end)| {
-            RowFilter::ColumnRange {
-                family: String::from_utf8(family).unwrap(),
-                start,
-                end,
-            }
-        }),
+        column_range(),
         Just(RowFilter::ValueRegex(b"\\x00.*".to_vec())),
         Just(RowFilter::RowKeyRegex(b"r1.*".to_vec())),
         (0i64..120, proptest::option::of(1i64..60)).prop_map(|(t, len)| {
@@ -176,6 +202,8 @@ enum Op {
     CheckAndMutate(Vec<u8>, Option<RowFilter>, Vec<Mutation>, Vec<Mutation>),
     ReadModifyWrite(Vec<u8>, Vec<ReadModifyWrite>),
     Read(ReadRequest),
+    /// A point read (`Engine::read_row`), which may stop before the row's end.
+    ReadRow(Vec<u8>, Option<RowFilter>),
     TakeSnapshot,
     ReadSnapshot(ReadRequest),
     AdvanceClock(i64),
@@ -193,6 +221,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(r, p, t, f)| Op::CheckAndMutate(r, p, t, f)),
         2 => (row(), proptest::collection::vec(rmw_rule(), 1..3)).prop_map(|(r, rules)| Op::ReadModifyWrite(r, rules)),
         6 => read_request().prop_map(Op::Read),
+        3 => (row(), prop_oneof![filter(), columns_filter()]).prop_map(|(r, f)| Op::ReadRow(r, f)),
         1 => Just(Op::TakeSnapshot),
         2 => read_request().prop_map(Op::ReadSnapshot),
         2 => (1i64..40).prop_map(Op::AdvanceClock),
@@ -436,6 +465,19 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Read(req) => {
                 let got = h.engine().read_rows("t", &req).unwrap();
                 prop_assert_eq!(got, model_read(&model, now, &req), "{:?}", req);
+            }
+            Op::ReadRow(row, filter) => {
+                let got = h.engine().read_row("t", &row, filter.as_ref()).unwrap();
+                let one = ReadRequest {
+                    rows: RowSet {
+                        keys: vec![row.clone()],
+                        ranges: Vec::new(),
+                    },
+                    filter: filter.clone(),
+                    ..ReadRequest::default()
+                };
+                let expected = model_read(&model, now, &one).into_iter().next();
+                prop_assert_eq!(got, expected, "{:?} {:?}", row, filter);
             }
             Op::TakeSnapshot => {
                 snapshot = Some((h.engine().snapshot("t").unwrap(), model.clone(), now));
