@@ -48,7 +48,7 @@ impl Default for ClusterOptions {
     fn default() -> Self {
         ClusterOptions {
             kinds: vec![ReplicaKind::Full; 3],
-            engine: EngineOptions::default(),
+            engine: crate::layout::engine_options(),
             lease: Duration::from_secs(2),
             clock: Arc::new(SystemClock),
             lease_clock: Arc::new(MonotonicClock::new()),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bigtable::clock::SystemClock;
-use bigtable::{Engine, EngineOptions};
+use bigtable::Engine;
 use serde::Deserialize;
 use wal::fs::RealFs;
 
@@ -248,7 +248,7 @@ impl ClusterConfig {
         let engine = Arc::new(Engine::open(
             RealFs::shared(),
             &replica.dir,
-            EngineOptions::default(),
+            crate::layout::engine_options(),
         )?);
         let options = DatabaseOptions {
             replica_id: id,

@@ -5,11 +5,23 @@
 use std::ops::Bound;
 use std::time::Duration;
 
-use bigtable::{Engine, GcRule, RowFilter, TableSchema};
+use bigtable::{Engine, EngineOptions, GcRule, RowFilter, TableSchema};
 
 use crate::keys::{encode_part, Value};
 use crate::schema::{IndexScope, Schema};
 use crate::Error;
+
+/// The engine settings a replica's tablet server runs with. Every write rewrites its
+/// group's root row and entity, so every flushed file holds the hot rows and each read
+/// merges one more source per level-0 file: level 0 is compacted at two files, not
+/// four (more writes per second and less CPU per write under sustained load, as
+/// measured in `docs/benchmarks.md`).
+pub fn engine_options() -> EngineOptions {
+    EngineOptions {
+        l0_compaction_trigger: 2,
+        ..EngineOptions::default()
+    }
+}
 
 /// Entity properties: qualifier `Table.property`, one version per log position.
 pub const PROPS: &str = "p";
