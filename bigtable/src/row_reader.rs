@@ -321,9 +321,6 @@ pub struct RowReader {
     sums: Vec<Vec<u8>>,
     /// The columns read, sorted by family (`None`: all).
     columns: Option<Vec<ColumnSpan>>,
-    /// Reading one row only: stop once its wanted columns are read, without the seek
-    /// past the rest of the row that a scan needs to go on to the next one.
-    one_row: bool,
 }
 
 impl RowReader {
@@ -372,7 +369,7 @@ impl RowReader {
     /// Whether a read of one row is done once column `family:qualifier` is: no
     /// column after it is wanted.
     fn done_after(&self, row: &[u8], family: &[u8], qualifier: &[u8]) -> bool {
-        let Some(spans) = self.columns.as_deref().filter(|_| self.one_row) else {
+        let Some(spans) = self.columns.as_deref() else {
             return false;
         };
         // The first qualifier after `qualifier`.
@@ -381,17 +378,15 @@ impl RowReader {
         matches!(place(spans, row, family, &next), Place::Past)
     }
 
-    /// [`RowReader::read`] for a read of this row alone: the cursor is left anywhere
-    /// once the row's wanted columns are read.
+    /// [`RowReader::read`] for a read of this row alone: it stops once the row's wanted
+    /// columns are read, leaving the cursor anywhere (a scan needs the seek past the
+    /// rest of the row to go on to the next one).
     pub fn read_one(
         &mut self,
         cursor: &mut dyn EntryCursor,
         snapshot: SeqNo,
     ) -> Result<Option<Row>> {
-        self.one_row = true;
-        let row = self.read(cursor, snapshot);
-        self.one_row = false;
-        row
+        self.read_row(cursor, snapshot, true)
     }
 
     /// The window for cells of `family`, if any.
@@ -404,6 +399,16 @@ impl RowReader {
     /// Reads the row the cursor is at, leaving the cursor at the next row. `None` when
     /// the row has no visible cell.
     pub fn read(&mut self, cursor: &mut dyn EntryCursor, snapshot: SeqNo) -> Result<Option<Row>> {
+        self.read_row(cursor, snapshot, false)
+    }
+
+    /// Reads the row the cursor is at; `one_row`: see [`RowReader::read_one`].
+    fn read_row(
+        &mut self,
+        cursor: &mut dyn EntryCursor,
+        snapshot: SeqNo,
+        one_row: bool,
+    ) -> Result<Option<Row>> {
         let first = cursor.key();
         let (row, prefix_len) = get_escaped(first).ok_or_else(malformed)?;
         let key = row.into_owned();
@@ -428,7 +433,7 @@ impl RowReader {
                 let next = match place(spans, &key, family, qualifier) {
                     Place::Wanted => None,
                     Place::Before(next) => Some(next),
-                    Place::Past if self.one_row => break,
+                    Place::Past if one_row => break,
                     Place::Past => Some(row_end(&key)),
                 };
                 if let Some(next) = next {
@@ -465,7 +470,7 @@ impl RowReader {
                     let limit = window.and_then(|w| w.versions);
                     last_kept = window.is_none_or(|w| w.contains(timestamp));
                     if last_kept && limit == Some(kept_in_column) {
-                        if self.done_after(&key, &family, &qualifier) {
+                        if one_row && self.done_after(&key, &family, &qualifier) {
                             break;
                         }
                         let end = column_end(&key, &family, &qualifier);
@@ -477,7 +482,8 @@ impl RowReader {
                         let done = limit == Some(kept_in_column)
                             && !self.sums.iter().any(|f| *f == *family);
                         let end = done.then(|| column_end(&key, &family, &qualifier));
-                        let last_wanted = done && self.done_after(&key, &family, &qualifier);
+                        let last_wanted =
+                            one_row && done && self.done_after(&key, &family, &qualifier);
                         cells.push(Cell {
                             family: Cow::into_owned(family),
                             qualifier: Cow::into_owned(qualifier),

@@ -199,14 +199,8 @@ fn bad_queue_requests_are_clear_errors() {
 fn replicated_senders_and_racing_deliverers_deliver_each_message_once_in_order() {
     let fs: Vec<FaultyFs> = (0..3).map(|_| FaultyFs::new()).collect();
     let options = ClusterOptions {
-        kinds: vec![ReplicaKind::Full; 3],
-        engine: EngineOptions::tiny(),
         lease: Duration::from_millis(500),
-        database: DatabaseOptions {
-            max_attempts: 1000,
-            ..DatabaseOptions::default()
-        },
-        ..ClusterOptions::default()
+        ..common::cluster_options(&[ReplicaKind::Full; 3])
     };
     let cluster = common::open_cluster(&fs, SCHEMA, options);
     const SENDERS: i64 = 4;

@@ -45,6 +45,7 @@ mod indexing;
 mod proposing;
 mod replicated;
 mod schema_changes;
+use schema_changes::unbuilt_indexes;
 mod schema_versions;
 mod suspects;
 mod two_phase;
@@ -255,20 +256,14 @@ impl Database {
     }
 
     /// Opens the database of the stored schema `name`, finishing any interrupted
-    /// index back-fill first.
+    /// index back-fill (at once with one replica; else through the upkeep thread).
     pub fn open(engine: Arc<Engine>, name: &str, options: DatabaseOptions) -> Result<Self, Error> {
         let catalog = Catalog::open(&engine)?;
         let (version, schema) = catalog
             .get(name)?
             .ok_or_else(|| Error::Invalid(format!("no schema {name} is stored")))?;
         create_tables(&engine, &schema, options.version_retention)?;
-        let built = catalog.built(name)?;
-        let building = schema
-            .indexes
-            .iter()
-            .map(|i| i.name.clone())
-            .filter(|n| !built.contains(n))
-            .collect();
+        let building = unbuilt_indexes(&catalog, &schema)?.into_iter().collect();
         let schema = Arc::new(schema);
         let background_delivery = options.deliver_in_background;
         let seed = options

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::{Core, GroupName};
-use crate::catalog::{compatible, CatalogError, GROUP_TABLE};
+use crate::catalog::{compatible, Catalog, CatalogError, GROUP_TABLE};
 use crate::layout::create_tables;
 use crate::log::{LogEntry, Write};
 use crate::replica::RootRow;
@@ -133,17 +133,21 @@ impl Core {
             // Held while reading the marks, so that a mark recorded meanwhile (whose
             // cell is written before it is removed from `building`) is not undone.
             let mut building = self.building.lock();
-            let built = catalog.built(&self.name)?;
-            building.extend(
-                schema
-                    .indexes
-                    .iter()
-                    .map(|i| i.name.clone())
-                    .filter(|n| !built.contains(n)),
-            );
+            building.extend(unbuilt_indexes(&catalog, &schema)?);
         }
         let schema = Arc::new(schema);
         self.install(version, schema.clone());
         Ok(schema)
     }
+}
+
+/// The indexes of `schema` whose back-fill the catalog does not mark finished.
+pub(super) fn unbuilt_indexes(catalog: &Catalog, schema: &Schema) -> Result<Vec<String>, Error> {
+    let built = catalog.built(&schema.name)?;
+    Ok(schema
+        .indexes
+        .iter()
+        .map(|i| i.name.clone())
+        .filter(|n| !built.contains(n))
+        .collect())
 }
