@@ -74,7 +74,7 @@ pub struct ClusterConfig {
     /// Bounds each call to another replica or to etcd.
     pub timeout: Duration,
     pub token: Option<String>,
-    /// The etcd member (`host:port`) that keeps coordinator leases.
+    /// The etcd members (`host:port`, comma-separated) that keep coordinator leases.
     pub etcd: Option<String>,
     pub lock_prefix: String,
     pub latencies: Option<Latencies>,
@@ -233,7 +233,8 @@ impl ClusterConfig {
             .ok_or_else(|| Error::Invalid(format!("the config has no replica {id}")))?;
         let etcd = self.etcd.as_deref().ok_or_else(|| {
             Error::Invalid(
-                "replicas in separate processes need a lock service: set etcd = \"host:port\""
+                "replicas in separate processes need a lock service: set etcd = \"host:port\" \
+                 (or several members, comma-separated)"
                     .into(),
             )
         })?;

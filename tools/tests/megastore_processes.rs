@@ -239,6 +239,49 @@ fn etcd_leases_renew_in_one_epoch_and_a_revocation_ends_it() {
 }
 
 #[test]
+fn etcd_leases_outlive_the_etcd_member_they_were_taken_at() {
+    use std::sync::Arc;
+
+    use bigtable::clock::ManualClock;
+    use megastore::etcd::EtcdLocks;
+    use megastore::replicas::LockService;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut members = Etcd::start_cluster(dir.path(), 3);
+    // The member to lose is a follower, listed first, so every call starts there.
+    let lost = members
+        .iter()
+        .position(|m| !m.is_leader())
+        .expect("two of three members follow");
+    members.swap(0, lost);
+    let endpoints: Vec<&str> = members.iter().map(|m| m.endpoint.as_str()).collect();
+    let endpoints = endpoints.join(",");
+    let clock = Arc::new(ManualClock::new(0));
+    let (lease, timeout) = (Duration::from_secs(30), Duration::from_secs(5));
+    let locks = EtcdLocks::new(&endpoints, "/t", clock.clone(), lease, timeout).expect("locks");
+    let other = EtcdLocks::new(&endpoints, "/t", clock, lease, timeout).expect("locks");
+    let first = locks.acquire(3, 0).expect("granted");
+    assert!(locks.hold_job("deliver", 1, 0));
+
+    drop(members.remove(0));
+    let renewed = locks
+        .acquire(3, 1_000_000)
+        .expect("renewed at another member");
+    assert_eq!(renewed.epoch, first.epoch, "the same lease, renewed");
+    assert!(
+        locks.hold_job("deliver", 1, 100),
+        "its holder renews the job"
+    );
+    assert!(!other.hold_job("deliver", 2, 100), "nobody else takes it");
+    assert!(other.revoke(3).is_some(), "a revocation goes through");
+    assert_eq!(locks.acquire(3, 2_000_000), None, "and stands");
+
+    // With no member left that answers, nothing is granted.
+    drop(members);
+    assert_eq!(locks.acquire(5, 3_000_000), None);
+}
+
+#[test]
 fn replicas_with_tls_in_their_config_replicate_and_serve_clients_over_tls() {
     let dir = tempfile::tempdir().expect("temp dir");
     let etcd = Etcd::start(dir.path());

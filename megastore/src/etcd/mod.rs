@@ -1,6 +1,14 @@
 //! A lock service for replicas in different processes (or hosts): coordinator leases
 //! kept in etcd, through the few etcd v3 calls in [`messages`].
 //!
+//! It may be given several members of one etcd cluster. Each call goes to the member
+//! that last answered, and on failure to the others in turn, so losing a member (or
+//! cutting one off from its leader, which then refuses) stops no lease. Every call is
+//! safe to repeat at another member after a failure whose outcome is unknown: a renewal
+//! only compares; a grant or revocation done twice leaves the same keys (a lease's
+//! epoch is the revision of the last write of its key); a job key written twice is
+//! taken for another holder's, which costs that job one lease length of idleness.
+//!
 //! Keys, under a prefix (`/megastore/<database>` say):
 //! - `coordinator/<id>`: replica `id`'s coordinator holds a lease. Written with an etcd
 //!   lease whose TTL is at least the coordinator lease's length, and kept alive on each
@@ -21,6 +29,7 @@ pub mod messages;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,13 +62,22 @@ struct Held {
     etcd_lease: i64,
 }
 
+/// One etcd member, as the lock service calls it.
+#[derive(Clone)]
+struct EtcdMember {
+    endpoint: String,
+    kv: KvClient<Channel>,
+    leases: LeaseClient<Channel>,
+}
+
 /// Coordinator leases in etcd.
 pub struct EtcdLocks {
     prefix: String,
     clock: Arc<dyn Clock>,
     length: Duration,
-    kv: KvClient<Channel>,
-    leases: LeaseClient<Channel>,
+    members: Vec<EtcdMember>,
+    /// The member that answered last, tried first.
+    current: AtomicUsize,
     runtime: Arc<tokio::runtime::Runtime>,
     held: Mutex<HashMap<u32, Held>>,
     /// The etcd lease of each job key this process wrote.
@@ -75,22 +93,33 @@ fn seconds_at_least(d: Duration) -> i64 {
 
 impl EtcdLocks {
     /// Leases of `length`, measured on `clock` (a monotonic one), kept under `prefix`
-    /// at the etcd member `endpoint` (`host:port`); `timeout` bounds each call.
+    /// in the etcd cluster whose members are `endpoints` (`host:port`, comma-separated,
+    /// as etcdctl takes them); `timeout` bounds each call to one member.
     pub fn new(
-        endpoint: &str,
+        endpoints: &str,
         prefix: &str,
         clock: Arc<dyn Clock>,
         length: Duration,
         timeout: Duration,
     ) -> Result<Self, Error> {
         let runtime = client_runtime("megastore-etcd-client", 2)?;
-        let channel = lazy_channel(&runtime, endpoint, timeout, None)?;
+        let members = etcd_endpoints(endpoints)?
+            .into_iter()
+            .map(|endpoint| {
+                let channel = lazy_channel(&runtime, endpoint, timeout, None)?;
+                Ok(EtcdMember {
+                    endpoint: endpoint.to_string(),
+                    kv: KvClient::new(channel.clone()),
+                    leases: LeaseClient::new(channel),
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
         Ok(EtcdLocks {
             prefix: prefix.trim_end_matches('/').to_string(),
             clock,
             length,
-            kv: KvClient::new(channel.clone()),
-            leases: LeaseClient::new(channel),
+            members,
+            current: AtomicUsize::new(0),
             runtime,
             held: Mutex::new(HashMap::new()),
             jobs: Mutex::new(HashMap::new()),
@@ -132,19 +161,41 @@ impl EtcdLocks {
         format!("{}/revoked/{id}", self.prefix)
     }
 
-    fn call<T, F>(&self, call: F) -> Result<T, Error>
+    /// Runs `call` at the member that answered last, then at each other one in turn
+    /// until one answers. The error is the last member's.
+    fn call<T, F, Fut>(&self, call: F) -> Result<T, Error>
     where
-        F: Future<Output = Result<Response<T>, Status>>,
+        F: Fn(EtcdMember) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
     {
-        self.runtime
-            .block_on(call)
-            .map(Response::into_inner)
-            .map_err(|s| error_of("etcd", &s))
+        let count = self.members.len();
+        let first = self.current.load(Ordering::Relaxed);
+        let mut failure = None;
+        for i in (0..count).map(|k| (first + k) % count) {
+            let member = &self.members[i];
+            match self.runtime.block_on(call(member.clone())) {
+                Ok(answer) => {
+                    self.current.store(i, Ordering::Relaxed);
+                    return Ok(answer);
+                }
+                Err(status) => {
+                    let error = error_of(&format!("etcd at {}", member.endpoint), &status);
+                    tracing::debug!("{error}");
+                    failure = Some(error);
+                }
+            }
+        }
+        Err(failure.unwrap_or_else(|| Error::Invalid("no etcd endpoint".into())))
     }
 
     fn grant(&self, ttl: i64) -> Result<i64, Error> {
-        let mut leases = self.leases.clone();
-        let r = self.call(async move { leases.lease_grant(LeaseGrantRequest { ttl }).await })?;
+        let r = self.call(|mut m| async move {
+            let request = LeaseGrantRequest { ttl };
+            m.leases
+                .lease_grant(request)
+                .await
+                .map(Response::into_inner)
+        })?;
         if !r.error.is_empty() {
             return Err(Error::Unavailable(format!("etcd lease grant: {}", r.error)));
         }
@@ -153,22 +204,22 @@ impl EtcdLocks {
 
     /// Extends etcd lease `id`; false if it has already expired.
     fn keep_alive(&self, id: i64) -> Result<bool, Error> {
-        let mut leases = self.leases.clone();
-        let answer = self.runtime.block_on(async move {
+        let answer = self.call(|mut m| async move {
             let request = tokio_stream::once(LeaseKeepAliveRequest { id });
-            let mut replies = leases.lease_keep_alive(request).await?.into_inner();
-            replies.message().await
-        });
-        match answer {
-            Ok(Some(reply)) => Ok(reply.ttl > 0),
-            Ok(None) => Err(Error::Unavailable("etcd ended the keep-alive".into())),
-            Err(s) => Err(error_of("etcd", &s)),
-        }
+            let mut replies = m.leases.lease_keep_alive(request).await?.into_inner();
+            replies
+                .message()
+                .await?
+                .ok_or_else(|| Status::unavailable("etcd ended the keep-alive"))
+        })?;
+        Ok(answer.ttl > 0)
     }
 
     fn txn(&self, request: TxnRequest) -> Result<(bool, i64), Error> {
-        let mut kv = self.kv.clone();
-        let r = self.call(async move { kv.txn(request).await })?;
+        let r = self.call(|mut m| {
+            let request = request.clone();
+            async move { m.kv.txn(request).await.map(Response::into_inner) }
+        })?;
         Ok((r.succeeded, r.header.map_or(0, |h| h.revision)))
     }
 
@@ -230,6 +281,21 @@ impl EtcdLocks {
     }
 }
 
+/// The members of `list` (`host:port`, comma-separated).
+fn etcd_endpoints(list: &str) -> Result<Vec<&str>, Error> {
+    let endpoints: Vec<&str> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .collect();
+    if endpoints.is_empty() {
+        return Err(Error::Invalid(format!(
+            "no etcd endpoint in {list:?} (host:port, comma-separated)"
+        )));
+    }
+    Ok(endpoints)
+}
+
 impl LockService for EtcdLocks {
     fn acquire(&self, id: u32, now: i64) -> Option<Lease> {
         self.try_acquire(id, now)
@@ -275,6 +341,26 @@ impl LockService for EtcdLocks {
         };
         if let Err(e) = self.txn(request) {
             tracing::debug!("releasing replica {id}'s lease: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_a_comma_separated_list_of_at_least_one() {
+        assert_eq!(
+            etcd_endpoints(" a:1, b:2 ,c:3,").expect("three members"),
+            ["a:1", "b:2", "c:3"]
+        );
+        assert_eq!(etcd_endpoints("a:1").expect("one member"), ["a:1"]);
+        for empty in ["", " ", ",", " , "] {
+            match etcd_endpoints(empty) {
+                Err(Error::Invalid(why)) => assert!(why.contains("no etcd endpoint"), "{why}"),
+                other => panic!("{empty:?} gave {other:?}"),
+            }
         }
     }
 }

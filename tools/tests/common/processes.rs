@@ -62,49 +62,93 @@ impl Drop for Running {
     }
 }
 
-/// An etcd member of its own, on free loopback ports.
+/// An etcd member on free loopback ports, killed when dropped.
 pub struct Etcd {
     _child: Running,
     pub endpoint: String,
 }
 
 impl Etcd {
+    /// A one-member etcd cluster.
     pub fn start(dir: &Path) -> Etcd {
+        Etcd::start_cluster(dir, 1).remove(0)
+    }
+
+    /// The members of one etcd cluster of `count`, each ready to serve.
+    pub fn start_cluster(dir: &Path, count: usize) -> Vec<Etcd> {
         let etcd = which("etcd").unwrap_or_else(|| {
             panic!("etcd is not installed: run .ci/install-etcd (Debian's etcd-server)")
         });
-        let (client, peer) = (free_port(), free_port());
-        let endpoint = format!("127.0.0.1:{client}");
-        let mut child = Command::new(etcd)
-            .args([
-                "--name",
-                "test",
-                "--data-dir",
-                &dir.join("etcd").display().to_string(),
-                "--listen-client-urls",
-                &format!("http://{endpoint}"),
-                "--advertise-client-urls",
-                &format!("http://{endpoint}"),
-                "--listen-peer-urls",
-                &format!("http://127.0.0.1:{peer}"),
-                "--initial-advertise-peer-urls",
-                &format!("http://127.0.0.1:{peer}"),
-                "--initial-cluster",
-                &format!("test=http://127.0.0.1:{peer}"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("etcd starts");
-        // etcd logs to stderr; it is ready once it says it serves clients.
-        let stderr = child.stderr.take().expect("stderr is piped");
-        wait_for_line(stderr, "etcd", |l| {
-            l.contains("serving insecure client requests")
-        });
-        Etcd {
-            _child: Running(child),
-            endpoint,
-        }
+        let ports: Vec<(u16, u16)> = (0..count).map(|_| (free_port(), free_port())).collect();
+        let cluster: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .collect();
+        let children: Vec<(Child, String)> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, &(client, peer))| {
+                let endpoint = format!("127.0.0.1:{client}");
+                let child = Command::new(&etcd)
+                    .args([
+                        "--name",
+                        &format!("m{i}"),
+                        "--data-dir",
+                        &dir.join(format!("etcd-{i}")).display().to_string(),
+                        "--listen-client-urls",
+                        &format!("http://{endpoint}"),
+                        "--advertise-client-urls",
+                        &format!("http://{endpoint}"),
+                        "--listen-peer-urls",
+                        &format!("http://127.0.0.1:{peer}"),
+                        "--initial-advertise-peer-urls",
+                        &format!("http://127.0.0.1:{peer}"),
+                        "--initial-cluster",
+                        &cluster.join(","),
+                    ])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("etcd starts");
+                (child, endpoint)
+            })
+            .collect();
+        // etcd logs to stderr; a member is ready once it says it serves clients (which
+        // it does once the cluster has a leader).
+        children
+            .into_iter()
+            .map(|(mut child, endpoint)| {
+                let stderr = child.stderr.take().expect("stderr is piped");
+                let running = Running(child);
+                wait_for_line(stderr, "etcd", |l| {
+                    l.contains("serving insecure client requests")
+                });
+                Etcd {
+                    _child: running,
+                    endpoint,
+                }
+            })
+            .collect()
+    }
+
+    /// Whether this member is its cluster's leader, as its metrics say.
+    pub fn is_leader(&self) -> bool {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&self.endpoint).expect("etcd answers");
+        write!(
+            stream,
+            "GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n",
+            self.endpoint
+        )
+        .expect("metrics request sent");
+        let mut metrics = String::new();
+        stream.read_to_string(&mut metrics).expect("metrics read");
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with("etcd_server_is_leader "))
+            .unwrap_or_else(|| panic!("no leader metric from etcd at {}", self.endpoint));
+        line.ends_with(" 1")
     }
 }
 
