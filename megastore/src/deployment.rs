@@ -36,6 +36,7 @@ struct ConfigFile {
     tls_key: Option<PathBuf>,
     tls_ca: Option<PathBuf>,
     tls_domain: Option<String>,
+    tls_client_ca: Option<PathBuf>,
     replica: Vec<ReplicaFile>,
 }
 
@@ -104,6 +105,7 @@ fn replica_tls(file: &ConfigFile, r: &ReplicaFile, base: &Path) -> TlsFiles {
         key: path(&r.tls_key, &file.tls_key),
         ca: file.tls_ca.as_ref().map(|p| base.join(p)),
         domain: file.tls_domain.clone(),
+        client_ca: file.tls_client_ca.as_ref().map(|p| base.join(p)),
     }
 }
 
@@ -120,11 +122,14 @@ fn check_tls(replicas: &[ReplicaConfig]) -> Result<(), Error> {
         };
         return Err(Error::Invalid(format!("replica {i}: {why}")));
     }
-    if replicas
-        .first()
-        .is_some_and(|r| r.tls.domain.is_some() && r.tls.ca.is_none())
-    {
+    let first = replicas.first().map(|r| &r.tls);
+    if first.is_some_and(|t| t.domain.is_some() && t.ca.is_none()) {
         return Err(Error::Invalid("tls_domain needs tls_ca".into()));
+    }
+    if first.is_some_and(|t| t.client_ca.is_some() && t.ca.is_none()) {
+        return Err(Error::Invalid(
+            "tls_client_ca needs TLS: set tls_cert, tls_key and tls_ca too".into(),
+        ));
     }
     Ok(())
 }
@@ -333,7 +338,8 @@ mod tests {
     fn tls_paths_resolve_against_the_config_and_a_replica_may_name_its_own() {
         let text = format!(
             "tls_cert = \"certs/all.crt\"\ntls_key = \"certs/all.key\"\n\
-             tls_ca = \"/pki/ca.crt\"\ntls_domain = \"megastore.internal\"\n{THREE}"
+             tls_ca = \"/pki/ca.crt\"\ntls_domain = \"megastore.internal\"\n\
+             tls_client_ca = \"clients.crt\"\n{THREE}"
         )
         .replace(
             "dir = \"/data/r0\"",
@@ -347,6 +353,7 @@ mod tests {
         assert_eq!(r1.cert, Some(PathBuf::from("/etc/m/certs/all.crt")));
         assert_eq!(r1.ca, Some(PathBuf::from("/pki/ca.crt")));
         assert_eq!(r1.domain.as_deref(), Some("megastore.internal"));
+        assert_eq!(r1.client_ca, Some(PathBuf::from("/etc/m/clients.crt")));
         let plain = ClusterConfig::parse(THREE, Path::new("/etc/m")).expect("valid");
         assert_eq!(plain.replicas[0].tls, TlsFiles::default());
     }
@@ -362,6 +369,7 @@ mod tests {
             "dir = \"/data/r0\"\ntls_cert = \"r0.crt\"\ntls_key = \"r0.key\"",
         );
         let domain_only = format!("tls_domain = \"m\"\n{THREE}");
+        let client_ca_only = format!("tls_client_ca = \"c.crt\"\n{THREE}");
         for (text, says) in [
             (
                 no_ca.as_str(),
@@ -377,6 +385,7 @@ mod tests {
             ),
             (one_only.as_str(), "replica 0: it serves TLS"),
             (domain_only.as_str(), "tls_domain needs tls_ca"),
+            (client_ca_only.as_str(), "tls_client_ca needs TLS"),
         ] {
             let e = ClusterConfig::parse(text, Path::new(".")).expect_err(text);
             assert!(e.to_string().contains(says), "{e} lacks {says:?}");

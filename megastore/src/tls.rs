@@ -16,44 +16,80 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerT
 use crate::remote::client::with_causes;
 use crate::Error;
 
-/// The TLS files named for one process: `cert` and `key` make its listener TLS, `ca` its
-/// clients; `domain` is the name a server's certificate must carry (default: the host
-/// of the address dialled).
+/// The TLS files named for one process. `cert` and `key` are its own certificate: its
+/// listener presents it (TLS), and so do its clients to a server that asks for one.
+/// `ca` is what its clients trust a server's certificate to chain to; `domain` the name
+/// a server's certificate must carry (default: the host of the address dialled).
+/// `client_ca`, on a listener, makes it ask every client for a certificate chaining to
+/// it, and refuse a client without one.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TlsFiles {
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
     pub ca: Option<PathBuf>,
     pub domain: Option<String>,
+    pub client_ca: Option<PathBuf>,
 }
 
 impl TlsFiles {
-    /// The listener's TLS (`None`: plaintext). A certificate needs its key.
+    /// The listener's TLS (`None`: plaintext). A certificate needs its key, and
+    /// client certificates need TLS.
     pub fn server(&self) -> Result<Option<ServerTls>, Error> {
-        match (&self.cert, &self.key) {
-            (Some(cert), Some(key)) => ServerTls::load(cert, key).map(Some),
-            (None, None) => Ok(None),
-            _ => Err(Error::Invalid(
-                "a TLS certificate and its private key go together".into(),
-            )),
+        let Some((cert, key)) = self.identity()? else {
+            if self.client_ca.is_some() {
+                return Err(Error::Invalid(
+                    "client certificates are checked over TLS only: the CA of client \
+                     certificates needs the listener's own certificate and key"
+                        .into(),
+                ));
+            }
+            return Ok(None);
+        };
+        let tls = ServerTls::load(cert, key)?;
+        match &self.client_ca {
+            Some(client_ca) => tls.with_client_ca(client_ca).map(Some),
+            None => Ok(Some(tls)),
         }
     }
 
-    /// The clients' TLS (`None`: plaintext).
+    /// The clients' TLS (`None`: plaintext): with this process's certificate, when it
+    /// has one, for servers that ask for it.
     pub fn client(&self) -> Result<Option<ClientTls>, Error> {
+        let identity = self.identity()?;
         let Some(ca) = &self.ca else {
             if self.domain.is_some() {
                 return Err(Error::Invalid(
                     "a TLS domain name needs the CA certificate to check it with".into(),
                 ));
             }
+            if identity.is_some() {
+                return Err(Error::Invalid(
+                    "a client certificate is sent over TLS only: it needs the CA \
+                     certificate that the server's chains to"
+                        .into(),
+                ));
+            }
             return Ok(None);
         };
-        let tls = ClientTls::load(ca)?;
-        Ok(Some(match &self.domain {
-            Some(domain) => tls.with_domain(domain),
-            None => tls,
-        }))
+        let mut tls = ClientTls::load(ca)?;
+        if let Some(domain) = &self.domain {
+            tls = tls.with_domain(domain);
+        }
+        if let Some((cert, key)) = identity {
+            tls = tls.with_certificate(cert, key)?;
+        }
+        Ok(Some(tls))
+    }
+
+    /// The certificate and its key, if set (both or neither).
+    fn identity(&self) -> Result<Option<(&Path, &Path)>, Error> {
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Ok(Some((cert, key))),
+            (None, None) => Ok(None),
+            _ => Err(Error::Invalid(
+                "a TLS certificate and its private key go together".into(),
+            )),
+        }
     }
 }
 
@@ -77,26 +113,24 @@ impl ServerTls {
     /// Reads the PEM certificate chain at `cert` (the server's own first) and the PEM
     /// private key at `key`.
     pub fn load(cert: &Path, key: &Path) -> Result<Self, Error> {
-        let chain = read(cert)?;
-        certificates(cert, &chain)?;
-        let key_pem = read(key)?;
-        PrivateKeyDer::from_pem_slice(&key_pem)
-            .map_err(|e| bad_pem(key, "a PRIVATE KEY section", &e))?;
         let tls = ServerTls {
             config: ServerTlsConfig::new()
-                .identity(Identity::from_pem(chain, key_pem))
+                .identity(identity(cert, key)?)
                 .timeout(HANDSHAKE_TIMEOUT),
         };
         // rustls checks here that the key is the certificate's and that it can sign.
         tls.apply(tonic::transport::Server::builder())
-            .map_err(|e| {
-                Error::Invalid(format!(
-                    "{} and {} do not make a TLS identity: {e}",
-                    cert.display(),
-                    key.display()
-                ))
-            })?;
+            .map_err(|e| not_an_identity(cert, key, &e))?;
         Ok(tls)
+    }
+
+    /// Asks every client for a certificate chaining to one of the PEM CA certificates
+    /// at `client_ca`, and refuses the connection of a client without one.
+    pub fn with_client_ca(self, client_ca: &Path) -> Result<Self, Error> {
+        let pem = ca_certificates(client_ca)?;
+        Ok(ServerTls {
+            config: self.config.client_ca_root(Certificate::from_pem(pem)),
+        })
     }
 
     /// `server` with TLS on every connection it accepts.
@@ -111,35 +145,47 @@ impl ServerTls {
 }
 
 /// What a client trusts: the CA certificates a server's must chain to, and the name it
-/// must carry.
+/// must carry; and the certificate it presents, if any.
 #[derive(Debug, Clone)]
 pub struct ClientTls {
     config: ClientTlsConfig,
+    presents_certificate: bool,
 }
 
 impl ClientTls {
     /// Reads the PEM CA certificates at `ca`. The name checked is the host of the
     /// address dialled, unless [`ClientTls::with_domain`] sets another.
     pub fn load(ca: &Path) -> Result<Self, Error> {
-        let pem = read(ca)?;
-        let mut roots = RootCertStore::empty();
-        for der in certificates(ca, &pem)? {
-            roots.add(der).map_err(|e| {
-                Error::Invalid(format!(
-                    "{}: not a usable CA certificate: {e}",
-                    ca.display()
-                ))
-            })?;
-        }
+        let pem = ca_certificates(ca)?;
         Ok(ClientTls {
             config: ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
+            presents_certificate: false,
         })
+    }
+
+    /// Presents the PEM certificate chain at `cert` (with the PEM private key at `key`)
+    /// to a server that asks for a client certificate.
+    pub fn with_certificate(self, cert: &Path, key: &Path) -> Result<Self, Error> {
+        let identity = identity(cert, key)?;
+        // rustls checks the pair only when connecting; a listener's check finds a key
+        // that is not the certificate's now, with the files named.
+        ServerTls::load(cert, key)?;
+        Ok(ClientTls {
+            config: self.config.identity(identity),
+            presents_certificate: true,
+        })
+    }
+
+    /// Whether it presents a certificate of its own.
+    pub fn presents_certificate(&self) -> bool {
+        self.presents_certificate
     }
 
     /// Checks that a server's certificate names `domain`, whatever the address dialled.
     pub fn with_domain(self, domain: &str) -> Self {
         ClientTls {
             config: self.config.domain_name(domain),
+            ..self
         }
     }
 
@@ -149,6 +195,39 @@ impl ClientTls {
             .tls_config(self.config.clone())
             .map_err(|e| Error::Invalid(format!("cannot set up TLS: {}", with_causes(&e))))
     }
+}
+
+/// The certificate chain at `cert` and the private key at `key`, both PEM.
+fn identity(cert: &Path, key: &Path) -> Result<Identity, Error> {
+    let chain = read(cert)?;
+    certificates(cert, &chain)?;
+    let key_pem = read(key)?;
+    PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| bad_pem(key, "a PRIVATE KEY section", &e))?;
+    Ok(Identity::from_pem(chain, key_pem))
+}
+
+fn not_an_identity(cert: &Path, key: &Path, why: &str) -> Error {
+    Error::Invalid(format!(
+        "{} and {} do not make a TLS identity: {why}",
+        cert.display(),
+        key.display()
+    ))
+}
+
+/// The PEM file at `ca`, checked to hold CA certificates rustls can use.
+fn ca_certificates(ca: &Path) -> Result<Vec<u8>, Error> {
+    let pem = read(ca)?;
+    let mut roots = RootCertStore::empty();
+    for der in certificates(ca, &pem)? {
+        roots.add(der).map_err(|e| {
+            Error::Invalid(format!(
+                "{}: not a usable CA certificate: {e}",
+                ca.display()
+            ))
+        })?;
+    }
+    Ok(pem)
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, Error> {

@@ -295,3 +295,54 @@ fn the_name_checked_is_the_address_host_unless_another_is_given() {
         "not valid for name \"elsewhere.example\"",
     );
 }
+
+/// The client TLS of a process that trusts `server`'s CA and presents `own`'s
+/// certificate (none: `None`).
+fn presenting(server: &TlsFiles, own: Option<&TlsFiles>) -> Option<ClientTls> {
+    TlsFiles {
+        ca: server.ca.clone(),
+        cert: own.and_then(|o| o.cert.clone()),
+        key: own.and_then(|o| o.key.clone()),
+        ..TlsFiles::default()
+    }
+    .client()
+    .unwrap()
+}
+
+#[test]
+fn a_listener_that_requires_client_certificates_serves_only_clients_with_one_it_trusts() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = certs::self_signed(dir.path(), "server");
+    // Self-signed, the client's certificate is its own CA: the one the listener trusts.
+    let alice = certs::self_signed(dir.path(), "alice");
+    let mallory = certs::self_signed(dir.path(), "mallory");
+    let listener = TlsFiles {
+        client_ca: alice.cert.clone(),
+        ..server.clone()
+    };
+    let (address, _server) = serve_tls(Some("s3cret"), listener.server().unwrap());
+
+    let trusted = connect_tls(&address, Some("s3cret"), presenting(&server, Some(&alice)));
+    assert_eq!(trusted.status().unwrap().replica, 0);
+    unreachable_because(
+        connect_tls(&address, Some("s3cret"), presenting(&server, None)).status(),
+        "a server that requires client certificates closes connections without one",
+    );
+    // The handshake fails (how it reads depends on when the refusal arrives).
+    unreachable_because(
+        connect_tls(
+            &address,
+            Some("s3cret"),
+            presenting(&server, Some(&mallory)),
+        )
+        .status(),
+        "127.0.0.1",
+    );
+    // The certificate does not stand in for the token.
+    match connect_tls(&address, None, presenting(&server, Some(&alice))).status() {
+        Err(Error::Invalid(m)) => assert!(m.contains("Unauthenticated"), "{m}"),
+        other => panic!("expected UNAUTHENTICATED, got {other:?}"),
+    }
+    // The listener goes on serving.
+    assert_eq!(trusted.status().unwrap().replica, 0);
+}

@@ -111,3 +111,58 @@ fn a_certificate_needs_its_key_and_a_domain_name_needs_a_ca() {
     assert!(files.server().unwrap().is_some());
     assert!(files.client().unwrap().is_some());
 }
+
+#[test]
+fn client_certificates_need_tls_and_their_files_are_checked_like_the_listeners() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = certs::self_signed(dir.path(), "server");
+    let client = certs::self_signed(dir.path(), "client");
+    let missing = dir.path().join("missing.pem");
+    let not_pem = write(dir.path(), "not.pem", "hello\n");
+
+    // A listener asks for client certificates over TLS only, from a readable CA file.
+    let no_listener_certificate = TlsFiles {
+        client_ca: client.cert.clone(),
+        ..TlsFiles::default()
+    };
+    refused(
+        no_listener_certificate.server(),
+        &["client certificates are checked over TLS only"],
+    );
+    for (client_ca, file, says) in [
+        (&missing, "missing.pem", "cannot read"),
+        (&not_pem, "not.pem", "found none"),
+    ] {
+        let files = TlsFiles {
+            client_ca: Some(client_ca.clone()),
+            ..server.clone()
+        };
+        refused(files.server(), &[file, says]);
+    }
+
+    // A client presents a certificate over TLS only, with its own key.
+    let without_ca = TlsFiles {
+        ca: None,
+        ..client.clone()
+    };
+    refused(
+        without_ca.client(),
+        &["a client certificate is sent over TLS only"],
+    );
+    let ca = ClientTls::load(server.ca.as_ref().unwrap()).unwrap();
+    refused(
+        ca.clone()
+            .with_certificate(client.cert.as_ref().unwrap(), server.key.as_ref().unwrap()),
+        &["client.crt and", "server.key do not make a TLS identity"],
+    );
+    refused(
+        ca.clone()
+            .with_certificate(&missing, client.key.as_ref().unwrap()),
+        &["missing.pem", "cannot read"],
+    );
+    assert!(!ca.presents_certificate());
+    let presenting = ca
+        .with_certificate(client.cert.as_ref().unwrap(), client.key.as_ref().unwrap())
+        .unwrap();
+    assert!(presenting.presents_certificate());
+}

@@ -282,13 +282,15 @@ fn etcd_leases_outlive_the_etcd_member_they_were_taken_at() {
 }
 
 #[test]
-fn replicas_with_tls_in_their_config_replicate_and_serve_clients_over_tls() {
+fn replicas_with_mutual_tls_in_their_config_replicate_and_serve_clients_with_certificates() {
     let dir = tempfile::tempdir().expect("temp dir");
     let etcd = Etcd::start(dir.path());
     let files = certs::self_signed(dir.path(), "cluster");
-    // Relative paths: the config file is in `dir` too.
+    // Relative paths: the config file is in `dir` too. Every listener requires a client
+    // certificate chaining to the cluster's (self-signed) one: the replicas present
+    // theirs to each other, and the test's clients the same one.
     let settings = "token = \"s3cret\"\ntls_cert = \"cluster.crt\"\ntls_key = \"cluster.key\"\n\
-                    tls_ca = \"cluster.crt\"\n";
+                    tls_ca = \"cluster.crt\"\ntls_client_ca = \"cluster.crt\"\n";
     let kinds = ["full", "full", "full"];
     let cluster = Processes::start_with(dir.path(), &etcd, &kinds, 1000, 500, settings);
     let tls_client = |i: usize| {
@@ -304,6 +306,7 @@ fn replicas_with_tls_in_their_config_replicate_and_serve_clients_over_tls() {
 
     let megastore = env!("CARGO_BIN_EXE_megastore");
     let ca = dir.path().join("cluster.crt").display().to_string();
+    let key = dir.path().join("cluster.key").display().to_string();
     let get = ["get", "Photo", "user_id=5", "photo_id=1"];
     let with = |flags: &[&str]| {
         let mut args = vec!["--address", &cluster.addresses[1], "--token", "s3cret"];
@@ -311,12 +314,19 @@ fn replicas_with_tls_in_their_config_replicate_and_serve_clients_over_tls() {
         args.extend_from_slice(&get);
         run(megastore, &args)
     };
-    let (ok, out, err) = with(&["--tls-ca", &ca]);
+    let presenting = ["--tls-client-cert", &ca, "--tls-client-key", &key];
+    let (ok, out, err) = with(&[&["--tls-ca", &ca][..], &presenting].concat());
     assert!(ok, "get over TLS failed: {err}");
     assert!(out.contains("https://p/5/1"), "{out}");
+    let (ok, _, err) = with(&["--tls-ca", &ca]);
+    assert!(
+        !ok && err.contains("requires client certificates"),
+        "get without a client certificate: {err}"
+    );
     let (ok, _, err) = with(&[]);
     assert!(!ok && err.contains("serves TLS"), "plaintext get: {err}");
-    let (ok, _, err) = with(&["--tls-ca", &ca, "--tls-domain", "elsewhere.example"]);
+    let renamed = ["--tls-ca", &ca, "--tls-domain", "elsewhere.example"];
+    let (ok, _, err) = with(&[&renamed[..], &presenting].concat());
     assert!(
         !ok && err.contains("not valid for name"),
         "renamed get: {err}"
@@ -353,9 +363,20 @@ fn embedded_serve_takes_a_certificate_and_refuses_tls_flags_that_do_not_belong()
             "{args:?}: {err:?} lacks {says:?}"
         );
     };
+    refused(&["serve", "--tls-ca", &cert], "are for client commands");
     refused(
-        &["serve", "--tls-ca", &cert],
-        "--tls-ca and --tls-domain are for client",
+        &[
+            "serve",
+            "--tls-client-cert",
+            &cert,
+            "--tls-client-key",
+            &key,
+        ],
+        "are for client commands",
+    );
+    refused(
+        &["serve", "--tls-client-ca", &cert],
+        "client certificates are checked over TLS only",
     );
     refused(&["serve", "--tls-cert", &cert], "go together");
     refused(

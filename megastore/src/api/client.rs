@@ -41,6 +41,8 @@ type Stub = MegastoreClient<InterceptedService<Channel, AddToken>>;
 pub struct Client {
     address: String,
     tls: bool,
+    /// It presents a client certificate.
+    presents_certificate: bool,
     stub: Stub,
     runtime: Arc<tokio::runtime::Runtime>,
 }
@@ -90,6 +92,10 @@ impl Client {
         Ok(Client {
             address: address.to_string(),
             tls: options.tls.is_some(),
+            presents_certificate: options
+                .tls
+                .as_ref()
+                .is_some_and(ClientTls::presents_certificate),
             stub,
             runtime,
         })
@@ -113,6 +119,18 @@ impl Client {
                 Error::Unavailable(format!(
                     "{m} (a server that serves TLS closes plaintext connections: \
                      connect over TLS with its CA, ClientOptions::tls or --tls-ca)"
+                ))
+            }
+            Error::Unavailable(m)
+                if self.tls
+                    && !self.presents_certificate
+                    && (m.contains("CertificateRequired")
+                        || HUNG_UP.iter().any(|s| m.contains(s))) =>
+            {
+                Error::Unavailable(format!(
+                    "{m} (a server that requires client certificates closes connections \
+                     without one: ClientTls::with_certificate, or --tls-client-cert and \
+                     --tls-client-key)"
                 ))
             }
             e => e,

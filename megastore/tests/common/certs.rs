@@ -19,5 +19,6 @@ pub fn self_signed(dir: &Path, name: &str) -> TlsFiles {
         key: Some(key),
         ca: Some(cert),
         domain: None,
+        client_ca: None,
     }
 }

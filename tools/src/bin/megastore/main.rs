@@ -28,6 +28,13 @@ struct Cli {
     /// The name the server's certificate must carry (default: --address's host).
     #[arg(long, global = true)]
     tls_domain: Option<String>,
+    /// The client's certificate chain (PEM; with --tls-client-key), for a server that
+    /// requires client certificates. Client commands only.
+    #[arg(long, global = true)]
+    tls_client_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-client-cert.
+    #[arg(long, global = true)]
+    tls_client_key: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -67,6 +74,10 @@ pub struct ServeArgs {
     /// Embedded mode: the private key (PEM) of --tls-cert.
     #[arg(long)]
     tls_key: Option<PathBuf>,
+    /// Embedded mode: require a client certificate that chains to this CA
+    /// certificate (PEM); needs --tls-cert.
+    #[arg(long)]
+    tls_client_ca: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -128,11 +139,15 @@ fn main() -> ExitCode {
     let client_tls = TlsFiles {
         ca: cli.tls_ca.clone(),
         domain: cli.tls_domain.clone(),
+        cert: cli.tls_client_cert.clone(),
+        key: cli.tls_client_key.clone(),
         ..TlsFiles::default()
     };
     let result = match &cli.command {
         Command::Serve(_) if client_tls != TlsFiles::default() => Err(
-            "--tls-ca and --tls-domain are for client commands (a config file sets tls_ca)".into(),
+            "--tls-ca, --tls-domain, --tls-client-cert and --tls-client-key are for client \
+             commands (a config file sets tls_ca)"
+                .into(),
         ),
         Command::Serve(args) => serve::run(args, cli.token.clone()),
         command => commands::run(&cli.address, cli.token.clone(), &client_tls, command),

@@ -65,8 +65,12 @@ fn run_until_stopped(
 
 pub fn run(args: &ServeArgs, token: Option<String>) -> Result<(), String> {
     match (&args.replica, &args.config) {
-        (Some(_), Some(_)) if args.tls_cert.is_some() || args.tls_key.is_some() => {
-            Err("with --config, the config file sets tls_cert and tls_key".into())
+        (Some(_), Some(_))
+            if args.tls_cert.is_some()
+                || args.tls_key.is_some()
+                || args.tls_client_ca.is_some() =>
+        {
+            Err("with --config, the config file sets tls_cert, tls_key and tls_client_ca".into())
         }
         (Some(id), Some(config)) => one_replica(*id, config),
         (None, None) => embedded(args, token),
@@ -78,6 +82,7 @@ fn embedded(args: &ServeArgs, token: Option<String>) -> Result<(), String> {
     let tls = TlsFiles {
         cert: args.tls_cert.clone(),
         key: args.tls_key.clone(),
+        client_ca: args.tls_client_ca.clone(),
         ..TlsFiles::default()
     }
     .server()
