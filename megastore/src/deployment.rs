@@ -30,6 +30,9 @@ struct ConfigFile {
     timeout_ms: Option<u64>,
     token: Option<String>,
     etcd: Option<String>,
+    etcd_tls_ca: Option<PathBuf>,
+    etcd_tls_cert: Option<PathBuf>,
+    etcd_tls_key: Option<PathBuf>,
     lock_prefix: Option<String>,
     inject_latency: Option<String>,
     tls_cert: Option<PathBuf>,
@@ -77,6 +80,9 @@ pub struct ClusterConfig {
     pub token: Option<String>,
     /// The etcd members (`host:port`, comma-separated) that keep coordinator leases.
     pub etcd: Option<String>,
+    /// How replicas reach etcd: over TLS with `ca` set (trusting it), presenting
+    /// `cert` if set; else in plaintext.
+    pub etcd_tls: TlsFiles,
     pub lock_prefix: String,
     pub latencies: Option<Latencies>,
     /// By member index; member `i` has id `i`.
@@ -134,6 +140,24 @@ fn check_tls(replicas: &[ReplicaConfig]) -> Result<(), Error> {
     Ok(())
 }
 
+/// The TLS files for reaching etcd, paths relative to `base`: a client certificate
+/// (both files or neither) goes over TLS only.
+fn etcd_tls(file: &ConfigFile, base: &Path) -> Result<TlsFiles, Error> {
+    let path = |p: &Option<PathBuf>| p.as_ref().map(|p| base.join(p));
+    let tls = TlsFiles {
+        ca: path(&file.etcd_tls_ca),
+        cert: path(&file.etcd_tls_cert),
+        key: path(&file.etcd_tls_key),
+        ..TlsFiles::default()
+    };
+    let why = match (tls.cert.is_some(), tls.key.is_some(), tls.ca.is_some()) {
+        (true, false, _) | (false, true, _) => "etcd_tls_cert and etcd_tls_key go together",
+        (true, true, false) => "etcd_tls_cert is sent over TLS only: set etcd_tls_ca too",
+        _ => return Ok(tls),
+    };
+    Err(Error::Invalid(why.into()))
+}
+
 impl ClusterConfig {
     /// Reads the config file at `path`; paths in it are relative to its directory.
     pub fn load(path: &Path) -> Result<Self, Error> {
@@ -182,12 +206,14 @@ impl ClusterConfig {
             return Err(Error::Invalid("a cluster needs a full replica".into()));
         }
         check_tls(&checked)?;
+        let etcd_tls = etcd_tls(&file, base)?;
         Ok(ClusterConfig {
             schema,
             lease: Duration::from_millis(file.lease_ms.unwrap_or(2000)),
             timeout: Duration::from_millis(file.timeout_ms.unwrap_or(2000)),
             token: file.token,
             etcd: file.etcd,
+            etcd_tls,
             lock_prefix: file.lock_prefix.unwrap_or_else(|| "/megastore".into()),
             latencies: file
                 .inject_latency
@@ -246,6 +272,7 @@ impl ClusterConfig {
         let lease_clock = Arc::new(MonotonicClock::new());
         let locks = Arc::new(EtcdLocks::new(
             etcd,
+            self.etcd_tls.client()?.as_ref(),
             &self.lock_prefix,
             lease_clock.clone(),
             self.lease,
@@ -356,6 +383,34 @@ mod tests {
         assert_eq!(r1.client_ca, Some(PathBuf::from("/etc/m/clients.crt")));
         let plain = ClusterConfig::parse(THREE, Path::new("/etc/m")).expect("valid");
         assert_eq!(plain.replicas[0].tls, TlsFiles::default());
+    }
+
+    #[test]
+    fn etcd_tls_takes_a_ca_and_perhaps_a_client_certificate() {
+        let both = format!(
+            "etcd_tls_ca = \"etcd/ca.crt\"\netcd_tls_cert = \"r.crt\"\netcd_tls_key = \"r.key\"\n{THREE}"
+        );
+        let config = ClusterConfig::parse(&both, Path::new("/etc/m")).expect("valid");
+        assert_eq!(
+            config.etcd_tls.ca,
+            Some(PathBuf::from("/etc/m/etcd/ca.crt"))
+        );
+        assert_eq!(config.etcd_tls.cert, Some(PathBuf::from("/etc/m/r.crt")));
+        assert_eq!(config.etcd_tls.key, Some(PathBuf::from("/etc/m/r.key")));
+        let plain = ClusterConfig::parse(THREE, Path::new("/etc/m")).expect("valid");
+        assert_eq!(plain.etcd_tls, TlsFiles::default());
+        let no_key = format!("etcd_tls_ca = \"ca.crt\"\netcd_tls_cert = \"r.crt\"\n{THREE}");
+        let no_ca = format!("etcd_tls_cert = \"r.crt\"\netcd_tls_key = \"r.key\"\n{THREE}");
+        for (text, says) in [
+            (
+                no_key.as_str(),
+                "etcd_tls_cert and etcd_tls_key go together",
+            ),
+            (no_ca.as_str(), "set etcd_tls_ca too"),
+        ] {
+            let e = ClusterConfig::parse(text, Path::new(".")).expect_err(text);
+            assert!(e.to_string().contains(says), "{e} lacks {says:?}");
+        }
     }
 
     #[test]

@@ -210,8 +210,9 @@ fn etcd_leases_renew_in_one_epoch_and_a_revocation_ends_it() {
     let etcd = Etcd::start(dir.path());
     let clock = Arc::new(ManualClock::new(0));
     let second = Duration::from_secs(1);
-    let locks = EtcdLocks::new(&etcd.endpoint, "/t", clock.clone(), second, second).expect("locks");
-    let other = EtcdLocks::new(&etcd.endpoint, "/t", clock, second, second).expect("locks");
+    let locks =
+        EtcdLocks::new(&etcd.endpoint, None, "/t", clock.clone(), second, second).expect("locks");
+    let other = EtcdLocks::new(&etcd.endpoint, None, "/t", clock, second, second).expect("locks");
 
     assert_eq!(other.revoke(3), None, "no lease held: nothing to wait for");
     let first = locks.acquire(3, 0).expect("granted");
@@ -258,8 +259,9 @@ fn etcd_leases_outlive_the_etcd_member_they_were_taken_at() {
     let endpoints = endpoints.join(",");
     let clock = Arc::new(ManualClock::new(0));
     let (lease, timeout) = (Duration::from_secs(30), Duration::from_secs(5));
-    let locks = EtcdLocks::new(&endpoints, "/t", clock.clone(), lease, timeout).expect("locks");
-    let other = EtcdLocks::new(&endpoints, "/t", clock, lease, timeout).expect("locks");
+    let locks =
+        EtcdLocks::new(&endpoints, None, "/t", clock.clone(), lease, timeout).expect("locks");
+    let other = EtcdLocks::new(&endpoints, None, "/t", clock, lease, timeout).expect("locks");
     let first = locks.acquire(3, 0).expect("granted");
     assert!(locks.hold_job("deliver", 1, 0));
 
@@ -282,15 +284,67 @@ fn etcd_leases_outlive_the_etcd_member_they_were_taken_at() {
 }
 
 #[test]
+fn etcd_over_tls_grants_leases_only_to_clients_with_a_certificate_it_trusts() {
+    use std::sync::Arc;
+
+    use bigtable::clock::ManualClock;
+    use megastore::etcd::EtcdLocks;
+    use megastore::replicas::LockService;
+    use megastore::tls::TlsFiles;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let alice = certs::self_signed(dir.path(), "alice");
+    let etcd = Etcd::start_tls(dir.path(), alice.cert.as_ref().expect("made"));
+    let clock = Arc::new(ManualClock::new(0));
+    let second = Duration::from_secs(1);
+    let locks = |tls: Option<TlsFiles>| {
+        let tls = tls.map(|t| t.client().expect("the files load").expect("TLS"));
+        EtcdLocks::new(
+            &etcd.endpoint,
+            tls.as_ref(),
+            "/t",
+            clock.clone(),
+            second,
+            second,
+        )
+        .expect("locks")
+    };
+    let trusting = |own: Option<&TlsFiles>| TlsFiles {
+        ca: etcd.ca.clone(),
+        cert: own.and_then(|o| o.cert.clone()),
+        key: own.and_then(|o| o.key.clone()),
+        ..TlsFiles::default()
+    };
+
+    let granted = locks(Some(trusting(Some(&alice)))).acquire(1, 0);
+    assert!(granted.is_some(), "a client with a trusted certificate");
+    assert_eq!(
+        locks(Some(trusting(None))).acquire(2, 0),
+        None,
+        "no certificate"
+    );
+    assert_eq!(locks(None).acquire(3, 0), None, "plaintext");
+    let mallory = certs::self_signed(dir.path(), "mallory");
+    assert_eq!(
+        locks(Some(trusting(Some(&mallory)))).acquire(4, 0),
+        None,
+        "an untrusted certificate"
+    );
+}
+
+#[test]
 fn replicas_with_mutual_tls_in_their_config_replicate_and_serve_clients_with_certificates() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let etcd = Etcd::start(dir.path());
     let files = certs::self_signed(dir.path(), "cluster");
+    // etcd, over TLS, takes the replicas' certificate.
+    let etcd = Etcd::start_tls(dir.path(), files.cert.as_ref().expect("made"));
     // Relative paths: the config file is in `dir` too. Every listener requires a client
     // certificate chaining to the cluster's (self-signed) one: the replicas present
-    // theirs to each other, and the test's clients the same one.
+    // theirs to each other and to etcd, and the test's clients the same one.
     let settings = "token = \"s3cret\"\ntls_cert = \"cluster.crt\"\ntls_key = \"cluster.key\"\n\
-                    tls_ca = \"cluster.crt\"\ntls_client_ca = \"cluster.crt\"\n";
+                    tls_ca = \"cluster.crt\"\ntls_client_ca = \"cluster.crt\"\n\
+                    etcd_tls_ca = \"etcd.crt\"\netcd_tls_cert = \"cluster.crt\"\n\
+                    etcd_tls_key = \"cluster.key\"\n";
     let kinds = ["full", "full", "full"];
     let cluster = Processes::start_with(dir.path(), &etcd, &kinds, 1000, 500, settings);
     let tls_client = |i: usize| {
@@ -303,6 +357,27 @@ fn replicas_with_mutual_tls_in_their_config_replicate_and_serve_clients_with_cer
     };
     put_photo(&tls_client(0), 5, 1);
     assert_has_photos(&tls_client(2), 5, [1]);
+    // That current read took replica 2 a coordinator lease, from etcd over TLS: a
+    // revocation finds it held.
+    let locks = megastore::etcd::EtcdLocks::new(
+        &etcd.endpoint,
+        megastore::tls::TlsFiles {
+            ca: etcd.ca.clone(),
+            ..files.clone()
+        }
+        .client()
+        .expect("the files load")
+        .as_ref(),
+        "/megastore",
+        std::sync::Arc::new(bigtable::clock::ManualClock::new(0)),
+        Duration::from_secs(1),
+        Duration::from_secs(5),
+    )
+    .expect("locks");
+    assert!(
+        megastore::replicas::LockService::revoke(&locks, 2).is_some(),
+        "replica 2 holds a lease"
+    );
 
     let megastore = env!("CARGO_BIN_EXE_megastore");
     let ca = dir.path().join("cluster.crt").display().to_string();

@@ -40,6 +40,7 @@ use tonic::{Response, Status};
 
 use crate::remote::client::{client_runtime, error_of, lazy_channel};
 use crate::replicas::{Lease, LockService};
+use crate::tls::ClientTls;
 use crate::Error;
 use messages::{
     absent, delete, present, put, written_at, LeaseGrantRequest, LeaseKeepAliveRequest, TxnRequest,
@@ -94,9 +95,11 @@ fn seconds_at_least(d: Duration) -> i64 {
 impl EtcdLocks {
     /// Leases of `length`, measured on `clock` (a monotonic one), kept under `prefix`
     /// in the etcd cluster whose members are `endpoints` (`host:port`, comma-separated,
-    /// as etcdctl takes them); `timeout` bounds each call to one member.
+    /// as etcdctl takes them), reached over `tls` if given; `timeout` bounds each call
+    /// to one member.
     pub fn new(
         endpoints: &str,
+        tls: Option<&ClientTls>,
         prefix: &str,
         clock: Arc<dyn Clock>,
         length: Duration,
@@ -106,7 +109,7 @@ impl EtcdLocks {
         let members = etcd_endpoints(endpoints)?
             .into_iter()
             .map(|endpoint| {
-                let channel = lazy_channel(&runtime, endpoint, timeout, None)?;
+                let channel = lazy_channel(&runtime, endpoint, timeout, tls)?;
                 Ok(EtcdMember {
                     endpoint: endpoint.to_string(),
                     kv: KvClient::new(channel.clone()),

@@ -7,6 +7,8 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use megastore::tls::TlsFiles;
+
 /// A free loopback port (the listener is closed again; the port is taken right after).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -66,6 +68,8 @@ impl Drop for Running {
 pub struct Etcd {
     _child: Running,
     pub endpoint: String,
+    /// Over TLS: its certificate (self-signed, so also the CA a client trusts).
+    pub ca: Option<PathBuf>,
 }
 
 impl Etcd {
@@ -76,6 +80,37 @@ impl Etcd {
 
     /// The members of one etcd cluster of `count`, each ready to serve.
     pub fn start_cluster(dir: &Path, count: usize) -> Vec<Etcd> {
+        Etcd::start_cluster_with(dir, count, None)
+    }
+
+    /// A one-member etcd cluster that serves clients over TLS, with a self-signed
+    /// certificate made in `dir` (`etcd.crt`), and accepts only clients with a
+    /// certificate chaining to `client_ca`.
+    pub fn start_tls(dir: &Path, client_ca: &Path) -> Etcd {
+        let tls = TlsFiles {
+            client_ca: Some(client_ca.to_path_buf()),
+            ..super::certs::self_signed(dir, "etcd")
+        };
+        Etcd::start_cluster_with(dir, 1, Some(&tls)).remove(0)
+    }
+
+    fn start_cluster_with(dir: &Path, count: usize, tls: Option<&TlsFiles>) -> Vec<Etcd> {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let tls_args: Vec<String> = match tls {
+            None => Vec::new(),
+            Some(tls) => {
+                let file = |p: &Option<PathBuf>| p.as_ref().expect("named").display().to_string();
+                vec![
+                    "--cert-file".into(),
+                    file(&tls.cert),
+                    "--key-file".into(),
+                    file(&tls.key),
+                    "--client-cert-auth".into(),
+                    "--trusted-ca-file".into(),
+                    file(&tls.client_ca),
+                ]
+            }
+        };
         let etcd = which("etcd").unwrap_or_else(|| {
             panic!("etcd is not installed: run .ci/install-etcd (Debian's etcd-server)")
         });
@@ -97,9 +132,9 @@ impl Etcd {
                         "--data-dir",
                         &dir.join(format!("etcd-{i}")).display().to_string(),
                         "--listen-client-urls",
-                        &format!("http://{endpoint}"),
+                        &format!("{scheme}://{endpoint}"),
                         "--advertise-client-urls",
-                        &format!("http://{endpoint}"),
+                        &format!("{scheme}://{endpoint}"),
                         "--listen-peer-urls",
                         &format!("http://127.0.0.1:{peer}"),
                         "--initial-advertise-peer-urls",
@@ -107,6 +142,7 @@ impl Etcd {
                         "--initial-cluster",
                         &cluster.join(","),
                     ])
+                    .args(&tls_args)
                     .stdout(Stdio::null())
                     .stderr(Stdio::piped())
                     .spawn()
@@ -123,10 +159,12 @@ impl Etcd {
                 let running = Running(child);
                 wait_for_line(stderr, "etcd", |l| {
                     l.contains("serving insecure client requests")
+                        || l.contains("serving client requests on")
                 });
                 Etcd {
                     _child: running,
                     endpoint,
+                    ca: tls.and_then(|t| t.ca.clone()),
                 }
             })
             .collect()
