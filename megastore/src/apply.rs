@@ -25,6 +25,7 @@ use crate::Error;
 struct Change<'s> {
     table: &'s Table,
     row: Vec<u8>,
+    /// Of the entity replaced, what the index update needs ([`replaced`]).
     old: Option<Entity>,
     new: Option<Entity>,
     /// `Some`: only this index (a back-fill); `None`: the data and every index.
@@ -89,7 +90,14 @@ pub fn entry_cells(
     indexes: Indexes,
 ) -> Result<EntryCells, Error> {
     let resolved = resolutions(engine, (root_table, group_row), entry)?;
-    let changes = changes(engine, schema, group_row, entry, &resolved)?;
+    let changes = changes(
+        engine,
+        schema,
+        group_row,
+        entry,
+        &resolved,
+        indexes.scopes(),
+    )?;
     let mut batch = Batch::new();
     let rows = batch.entry(root_table.to_string()).or_default();
     mailbox_mutations(engine, root_table, entry, group_row, rows)?;
@@ -144,7 +152,8 @@ pub fn apply_global_indexes(
     }
     let mut batch = Batch::new();
     let resolved = resolutions(engine, (root_table, group_row), entry)?;
-    for change in &changes(engine, schema, group_row, entry, &resolved)? {
+    let scopes = [IndexScope::Global];
+    for change in &changes(engine, schema, group_row, entry, &resolved, &scopes)? {
         index_mutations(
             schema,
             group_row,
@@ -275,29 +284,58 @@ fn mailbox_mutations(
 
 /// The entity changes of `entry`; `resolved` holds the outcome of each of its
 /// resolve writes ([`resolutions`]).
+/// The entity changes of `entry`, each with what an update of its table's indexes in
+/// `scopes` needs of the entity it replaces.
 fn changes<'s>(
     engine: &Engine,
     schema: &'s Schema,
     group_row: &[u8],
     entry: &LogEntry,
     resolved: &[Option<Resolution>],
+    scopes: &[IndexScope],
 ) -> Result<Vec<Change<'s>>, Error> {
     let mut out = Vec::new();
+    let at = (entry.timestamp, scopes);
     for (write, resolution) in entry.writes.iter().zip(resolved) {
         match (write, resolution) {
             (Write::Resolve { writes, .. }, Some(r)) => {
                 if r.prepared && r.commit {
                     for write in writes {
-                        data_changes(engine, schema, group_row, entry.timestamp, write, &mut out)?;
+                        data_changes(engine, schema, group_row, at, write, &mut out)?;
                     }
                 }
             }
-            (write, _) => {
-                data_changes(engine, schema, group_row, entry.timestamp, write, &mut out)?
-            }
+            (write, _) => data_changes(engine, schema, group_row, at, write, &mut out)?,
         }
     }
     Ok(out)
+}
+
+/// What an update of `table`'s indexes in `scopes` needs of the entity a write replaces
+/// (read as of `before`): its key and its indexed properties, since an entry is removed
+/// by its values and key (what it stores does not matter). `None` when the table has no
+/// index there: nothing can need removing.
+fn replaced(
+    engine: &Engine,
+    schema: &Schema,
+    table: &Table,
+    row: &[u8],
+    before: i64,
+    scopes: &[IndexScope],
+) -> Result<Option<Entity>, Error> {
+    let mut properties: Vec<&str> = schema
+        .indexes
+        .iter()
+        .filter(|i| i.table == table.name && scopes.contains(&i.scope))
+        .flat_map(|i| i.columns.iter().map(String::as_str))
+        .collect();
+    if properties.is_empty() {
+        return Ok(None);
+    }
+    properties.extend(table.primary_key.iter().map(|c| c.name.as_str()));
+    properties.sort_unstable();
+    properties.dedup();
+    read::get_properties(engine, schema, &table.name, row, Some(before), &properties)
 }
 
 /// The entity changes of one write at timestamp `ts` (none for queue and two-phase
@@ -306,7 +344,7 @@ fn data_changes<'s>(
     engine: &Engine,
     schema: &'s Schema,
     group_row: &[u8],
-    ts: i64,
+    (ts, scopes): (i64, &[IndexScope]),
     write: &Write,
     out: &mut Vec<Change<'s>>,
 ) -> Result<(), Error> {
@@ -320,7 +358,7 @@ fn data_changes<'s>(
         Write::Put(entity) => {
             let table = table_of(&entity.table)?;
             let row = row_key(schema, &table.name, &entity.key(table)?)?;
-            let old = read::get(engine, schema, &table.name, &row, before)?;
+            let old = replaced(engine, schema, table, &row, ts - 1, scopes)?;
             out.push(Change {
                 table,
                 row,
@@ -332,7 +370,7 @@ fn data_changes<'s>(
         Write::Delete { table, key } => {
             let table = table_of(table)?;
             let row = row_key(schema, &table.name, key)?;
-            let old = read::get(engine, schema, &table.name, &row, before)?;
+            let old = replaced(engine, schema, table, &row, ts - 1, scopes)?;
             out.push(Change {
                 table,
                 row,

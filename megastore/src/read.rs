@@ -76,6 +76,30 @@ pub fn get(
     }
 }
 
+/// Reads only the properties `properties` of one entity of `table` by row key: whether
+/// it exists, and those of them it holds.
+pub fn get_properties(
+    engine: &Engine,
+    schema: &Schema,
+    table: &str,
+    row: &[u8],
+    timestamp: Option<i64>,
+    properties: &[&str],
+) -> Result<Option<Entity>, Error> {
+    let bt = data_table(schema, storage_table(schema, table));
+    let mut columns = vec![column(EXISTS, table.as_bytes())];
+    columns.extend(
+        properties
+            .iter()
+            .map(|p| column(PROPS, &crate::keys::column_name(table, p))),
+    );
+    let filter = layout::newest_at(timestamp, vec![RowFilter::Interleave(columns)]);
+    match engine.read_row(&bt, row, Some(&filter))? {
+        Some(r) => entity_in(&r, table),
+        None => Ok(None),
+    }
+}
+
 /// The entities of `table` whose row keys lie in `rows`, in key order.
 pub fn scan(
     engine: &Engine,
