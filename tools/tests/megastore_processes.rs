@@ -409,22 +409,42 @@ fn replicas_with_mutual_tls_in_their_config_replicate_and_serve_clients_with_cer
 }
 
 #[test]
-fn embedded_serve_takes_a_certificate_and_refuses_tls_flags_that_do_not_belong() {
+fn embedded_serve_takes_a_certificate_and_a_client_ca_and_refuses_tls_flags_that_do_not_belong() {
     let dir = tempfile::tempdir().expect("temp dir");
     let files = certs::self_signed(dir.path(), "server");
     let path = |p: &Option<std::path::PathBuf>| p.as_ref().expect("named").display().to_string();
     let (cert, key) = (path(&files.cert), path(&files.key));
     let megastore = env!("CARGO_BIN_EXE_megastore");
     let data = dir.path().join("data");
-    let server = Embedded::start(&data, &["--tls-cert", &cert, "--tls-key", &key]);
+    // Self-signed: the certificate is also the CA of the clients' (the same one).
+    let tls = [
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--tls-client-ca",
+        &cert,
+    ];
+    let server = Embedded::start(&data, &tls);
     for address in &server.addresses {
-        let (ok, out, err) = run(
-            megastore,
-            &["--address", address, "--tls-ca", &cert, "status"],
-        );
+        let status = |own: &[&str]| {
+            let args = [
+                &["--address", address, "--tls-ca", &cert][..],
+                own,
+                &["status"],
+            ]
+            .concat();
+            run(megastore, &args)
+        };
+        let (ok, out, err) = status(&["--tls-client-cert", &cert, "--tls-client-key", &key]);
         assert!(
             ok && out.contains("\"replica\""),
             "status of {address}: {err}"
+        );
+        let (ok, _, err) = status(&[]);
+        assert!(
+            !ok && err.contains("requires client certificates"),
+            "status of {address} without a client certificate: {err}"
         );
     }
     assert_eq!(server.addresses.len(), 3);
