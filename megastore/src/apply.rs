@@ -282,10 +282,9 @@ fn mailbox_mutations(
     Ok(())
 }
 
-/// The entity changes of `entry`; `resolved` holds the outcome of each of its
-/// resolve writes ([`resolutions`]).
 /// The entity changes of `entry`, each with what an update of its table's indexes in
-/// `scopes` needs of the entity it replaces.
+/// `scopes` needs of the entity it replaces; `resolved` holds the outcome of each of
+/// its resolve writes ([`resolutions`]).
 fn changes<'s>(
     engine: &Engine,
     schema: &'s Schema,

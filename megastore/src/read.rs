@@ -68,12 +68,7 @@ pub fn get(
     row: &[u8],
     timestamp: Option<i64>,
 ) -> Result<Option<Entity>, Error> {
-    let bt = data_table(schema, storage_table(schema, table));
-    let filter = entity_filter(table, timestamp);
-    match engine.read_row(&bt, row, Some(&filter))? {
-        Some(r) => entity_in(&r, table),
-        None => Ok(None),
-    }
+    get_with(engine, schema, table, row, &entity_filter(table, timestamp))
 }
 
 /// Reads only the properties `properties` of one entity of `table` by row key: whether
@@ -86,7 +81,6 @@ pub fn get_properties(
     timestamp: Option<i64>,
     properties: &[&str],
 ) -> Result<Option<Entity>, Error> {
-    let bt = data_table(schema, storage_table(schema, table));
     let mut columns = vec![column(EXISTS, table.as_bytes())];
     columns.extend(
         properties
@@ -94,7 +88,19 @@ pub fn get_properties(
             .map(|p| column(PROPS, &crate::keys::column_name(table, p))),
     );
     let filter = layout::newest_at(timestamp, vec![RowFilter::Interleave(columns)]);
-    match engine.read_row(&bt, row, Some(&filter))? {
+    get_with(engine, schema, table, row, &filter)
+}
+
+/// The entity of `table` in `row`, from the cells `filter` selects.
+fn get_with(
+    engine: &Engine,
+    schema: &Schema,
+    table: &str,
+    row: &[u8],
+    filter: &RowFilter,
+) -> Result<Option<Entity>, Error> {
+    let bt = data_table(schema, storage_table(schema, table));
+    match engine.read_row(&bt, row, Some(filter))? {
         Some(r) => entity_in(&r, table),
         None => Ok(None),
     }

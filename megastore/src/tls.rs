@@ -120,7 +120,13 @@ impl ServerTls {
         };
         // rustls checks here that the key is the certificate's and that it can sign.
         tls.apply(tonic::transport::Server::builder())
-            .map_err(|e| not_an_identity(cert, key, &e))?;
+            .map_err(|e| {
+                Error::Invalid(format!(
+                    "{} and {} do not make a TLS identity: {e}",
+                    cert.display(),
+                    key.display()
+                ))
+            })?;
         Ok(tls)
     }
 
@@ -205,14 +211,6 @@ fn identity(cert: &Path, key: &Path) -> Result<Identity, Error> {
     PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|e| bad_pem(key, "a PRIVATE KEY section", &e))?;
     Ok(Identity::from_pem(chain, key_pem))
-}
-
-fn not_an_identity(cert: &Path, key: &Path, why: &str) -> Error {
-    Error::Invalid(format!(
-        "{} and {} do not make a TLS identity: {why}",
-        cert.display(),
-        key.display()
-    ))
 }
 
 /// The PEM file at `ca`, checked to hold CA certificates rustls can use.

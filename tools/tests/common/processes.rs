@@ -120,12 +120,13 @@ impl Etcd {
             .enumerate()
             .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
             .collect();
-        let children: Vec<(Child, String)> = ports
+        // Each child is killed on drop from the moment it runs, should a later one fail.
+        let children: Vec<(Running, std::process::ChildStderr, String)> = ports
             .iter()
             .enumerate()
             .map(|(i, &(client, peer))| {
                 let endpoint = format!("127.0.0.1:{client}");
-                let child = Command::new(&etcd)
+                let mut child = Command::new(&etcd)
                     .args([
                         "--name",
                         &format!("m{i}"),
@@ -147,16 +148,15 @@ impl Etcd {
                     .stderr(Stdio::piped())
                     .spawn()
                     .expect("etcd starts");
-                (child, endpoint)
+                let stderr = child.stderr.take().expect("stderr is piped");
+                (Running(child), stderr, endpoint)
             })
             .collect();
         // etcd logs to stderr; a member is ready once it says it serves clients (which
         // it does once the cluster has a leader).
         children
             .into_iter()
-            .map(|(mut child, endpoint)| {
-                let stderr = child.stderr.take().expect("stderr is piped");
-                let running = Running(child);
+            .map(|(running, stderr, endpoint)| {
                 wait_for_line(stderr, "etcd", |l| {
                     l.contains("serving insecure client requests")
                         || l.contains("serving client requests on")
