@@ -30,7 +30,7 @@ pub use wal::fs;
 
 pub use engine::{
     Durability, Engine, EngineOptions, EngineStats, ReadModifyWrite, ReadRequest, RowCheck,
-    RowMutations, RowRange, RowSet, RowStream, TableSnapshot,
+    RowMutations, RowRange, RowRead, RowSet, RowStream, TableSnapshot,
 };
 pub use error::{Error, Result};
 pub use filter::RowFilter;

@@ -1,12 +1,13 @@
 //! Conditional writes in one commit: one that carries other rows of the table along
 //! (written whatever the predicate says, in the same commit-log record, as durable as
 //! it is; in another tablet, visible no later than it), and several of distinct rows
-//! judged together and written with one fsync.
+//! judged together and written with one fsync; and read-then-write updates of several
+//! rows, each decided on what its filter read, written the same way.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use bigtable::{
-    Durability, Engine, EngineOptions, Error, Mutation, RowCheck, RowFilter, RowMutations,
+    Durability, Engine, EngineOptions, Error, Mutation, RowCheck, RowFilter, RowMutations, RowRead,
     TableSchema,
 };
 use wal::fs::{CrashMode, FaultyFs};
@@ -220,6 +221,105 @@ fn a_batch_naming_one_row_twice_writes_nothing() {
         "{result:?}"
     );
     assert_eq!(value(&engine, "a").as_deref(), Some(&b"old"[..]));
+    assert_eq!(value(&engine, "b"), None);
+}
+
+/// Appends "+" to each row's value (starting from "" where there is none), unless it is
+/// "stop"; answers with what the filter selected.
+fn grow(cells: Vec<bigtable::Cell>) -> (Vec<Vec<u8>>, Vec<Mutation>) {
+    let seen: Vec<Vec<u8>> = cells.into_iter().map(|c| c.value).collect();
+    let old = seen.first().cloned().unwrap_or_default();
+    let write = if old == b"stop" {
+        Vec::new()
+    } else {
+        vec![set(&[old.as_slice(), b"+"].concat())]
+    };
+    (seen, write)
+}
+
+#[test]
+fn updates_of_several_rows_decide_on_what_they_read_and_share_one_fsync() {
+    let fs = FaultyFs::new();
+    let engine = open(&fs);
+    engine.mutate_row("t", b"a", &[set(b"x")]).unwrap();
+    engine.mutate_row("t", b"b", &[set(b"stop")]).unwrap();
+    let only_q = RowFilter::QualifierRegex(b"q".to_vec());
+    let blocks = RowFilter::BlockAll;
+    let reads = [
+        RowRead {
+            row: b"a",
+            filter: Some(&only_q),
+        },
+        RowRead {
+            row: b"b",
+            filter: None,
+        },
+        RowRead {
+            row: b"c",
+            filter: Some(&blocks),
+        },
+    ];
+    let syncs = engine.log_syncs();
+    let mut order = Vec::new();
+    let seen = engine
+        .update_rows("t", &reads, Durability::Synced, |i, cells| {
+            order.push(i);
+            grow(cells)
+        })
+        .unwrap();
+    assert_eq!(order, [0, 1, 2]);
+    assert_eq!(
+        seen,
+        [vec![b"x".to_vec()], vec![b"stop".to_vec()], Vec::new()]
+    );
+    assert_eq!(engine.log_syncs() - syncs, 1, "one fsync for the batch");
+
+    fs.crash(CrashMode::DropUnsynced);
+    drop(engine);
+    let engine = open(&fs);
+    assert_eq!(value(&engine, "a").as_deref(), Some(&b"x+"[..]));
+    assert_eq!(value(&engine, "b").as_deref(), Some(&b"stop"[..]));
+    assert_eq!(value(&engine, "c").as_deref(), Some(&b"+"[..]));
+}
+
+#[test]
+fn an_update_batch_with_a_repeated_row_or_an_invalid_write_writes_nothing() {
+    let fs = FaultyFs::new();
+    let engine = open(&fs);
+    let read = |row: &'static [u8]| RowRead { row, filter: None };
+    let repeated = engine.update_rows(
+        "t",
+        &[read(b"a"), read(b"b"), read(b"a")],
+        Durability::Synced,
+        |_, cells| grow(cells),
+    );
+    assert!(
+        matches!(repeated, Err(Error::InvalidArgument(_))),
+        "{repeated:?}"
+    );
+    let unknown_family = Mutation::SetCell {
+        family: b"nope".to_vec(),
+        qualifier: b"q".to_vec(),
+        timestamp: Some(0),
+        value: b"v".to_vec(),
+    };
+    let invalid = engine.update_rows(
+        "t",
+        &[read(b"a"), read(b"b")],
+        Durability::Synced,
+        |i, _| {
+            (
+                (),
+                if i == 0 {
+                    vec![set(b"v")]
+                } else {
+                    vec![unknown_family.clone()]
+                },
+            )
+        },
+    );
+    assert!(invalid.is_err(), "{invalid:?}");
+    assert_eq!(value(&engine, "a"), None);
     assert_eq!(value(&engine, "b"), None);
 }
 

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use bigtable::{Durability, Engine, Mutation, RowCheck, RowFilter, RowMutations, TimestampRange};
+use bigtable::{Durability, Engine, Mutation, RowFilter, RowMutations, RowRead, TimestampRange};
 
 use crate::layout::{column, family_at, log_qualifier, GroupMeta, LOG, META, META_STATE};
 use crate::paxos::acceptor::{AcceptorState, Refusal};
@@ -23,11 +23,8 @@ pub type AcceptRequest = (RootRow, u64, u64, Vec<u8>);
 enum Judged {
     /// The answer, with nothing to write.
     Done(Result<AcceptorState, Refusal>),
-    /// The cell must go from `current` to `next`.
-    Write {
-        current: Option<Vec<u8>>,
-        next: AcceptorState,
-    },
+    /// The cell must change to this state (which is also the answer).
+    Write(AcceptorState),
 }
 
 /// An entity group's root row, as the replica addresses it.
@@ -210,109 +207,101 @@ impl Replica {
     }
 
     /// [`Replica::accept`] of several positions (of any groups), with one fsync for
-    /// all: each is judged as `accept` judges it, the writes go together as one
-    /// check-and-mutate per table (`Engine::check_and_mutate_rows`), and one whose cell
-    /// changed meanwhile (or a second of one group) is then handled on its own.
+    /// all (see [`Replica::transition_many`]).
     pub fn accept_many(
         &self,
         accepts: &[AcceptRequest],
     ) -> Vec<Result<Result<(), Refusal>, Error>> {
-        let mut results: Vec<Option<Result<Result<(), Refusal>, Error>>> =
-            accepts.iter().map(|_| None).collect();
-        let mut batches: BTreeMap<&str, (Vec<usize>, Vec<RowCheck>)> = BTreeMap::new();
-        for (i, (root, position, ballot, value)) in accepts.iter().enumerate() {
-            match self.judge(root, *position, |s| s.accept(*ballot, value)) {
-                Err(e) => results[i] = Some(Err(e)),
-                Ok(Judged::Done(answer)) => results[i] = Some(Ok(answer.map(|_| ()))),
-                Ok(Judged::Write { current, next }) => {
-                    let (items, checks) = batches.entry(&root.table).or_default();
-                    if checks.iter().all(|c| c.row != root.row) {
-                        let value = next.encode();
-                        checks.push(position_write(root, *position, current.as_deref(), value));
-                        items.push(i);
-                    }
-                }
-            }
-        }
-        for (table, (items, checks)) in batches {
-            let Ok(matched) = self
-                .engine
-                .check_and_mutate_rows(table, &checks, Durability::Synced)
-            else {
-                continue; // each is tried again on its own, and reports its own error
-            };
-            for ((i, check), matched) in items.into_iter().zip(&checks).zip(matched) {
-                if wrote(check, matched) {
-                    results[i] = Some(Ok(Ok(())));
-                }
-            }
-        }
-        results
+        let items: Vec<(&RootRow, u64)> = accepts.iter().map(|(r, p, _, _)| (r, *p)).collect();
+        let rule = |i: usize, s: &AcceptorState| {
+            let (_, _, ballot, value) = &accepts[i];
+            s.accept(*ballot, value)
+        };
+        self.transition_many(&items, &rule)
             .into_iter()
-            .zip(accepts)
-            .map(|(result, (root, position, ballot, value))| {
-                result.unwrap_or_else(|| self.accept(root, *position, *ballot, value))
-            })
+            .map(|r| r.map(|answer| answer.map(|_| ())))
             .collect()
     }
 
-    /// Applies an acceptor rule to a position's cell by compare-and-set; the new state.
+    /// Applies an acceptor rule to a position's cell; the new state.
     fn transition(
         &self,
         root: &RootRow,
         position: u64,
         rule: impl Fn(&AcceptorState) -> Result<AcceptorState, Refusal>,
     ) -> Result<Result<AcceptorState, Refusal>, Error> {
-        loop {
-            match self.judge(root, position, &rule)? {
-                Judged::Done(answer) => return Ok(answer),
-                Judged::Write { current, next } => {
-                    let value = next.encode();
-                    let write = position_write(root, position, current.as_deref(), value);
-                    let matched = self.engine.check_and_mutate_row(
-                        &root.table,
-                        &write.row,
-                        write.predicate.as_ref(),
-                        &write.if_true,
-                        &write.if_false,
-                    )?;
-                    if wrote(&write, matched) {
-                        return Ok(Ok(next));
-                    }
-                }
-            }
-            // The cell or the applied position changed since our read: judge again.
-        }
+        let mut answers = self.transition_many(&[(root, position)], &|_, s| rule(s));
+        answers
+            .pop()
+            .unwrap_or_else(|| Err(Error::Damaged("no answer for a transition".into())))
     }
 
-    /// Judges `rule` on a position's cell as it stands.
-    fn judge(
+    /// Applies `rule(i, ..)` to the cell of position `items[i]`. Each is judged on its
+    /// cell and the group's state as they stand, under the row's lock, and the changed
+    /// cells of one table go in one synced commit (one fsync for all). An item whose
+    /// row an earlier item names is judged afterwards, on its own; so is each item of a
+    /// batch whose commit failed, so that it reports its own error.
+    fn transition_many(
         &self,
-        root: &RootRow,
-        position: u64,
-        rule: impl Fn(&AcceptorState) -> Result<AcceptorState, Refusal>,
-    ) -> Result<Judged, Error> {
-        let (current, meta) = self.position_and_meta(root, &log_qualifier(position))?;
-        if meta.applied >= position {
-            // Decided here: answer as a chosen state would, without writing.
-            let chosen = match &current {
-                Some(bytes) => AcceptorState::decode(bytes)?.accepted,
-                None => None,
-            };
-            return Ok(Judged::Done(match chosen {
-                Some((_, value)) => rule(&AcceptorState::chosen(&value)),
-                None => Err(Refusal::Applied),
-            }));
+        items: &[(&RootRow, u64)],
+        rule: &dyn Fn(usize, &AcceptorState) -> Result<AcceptorState, Refusal>,
+    ) -> Vec<Result<Result<AcceptorState, Refusal>, Error>> {
+        let mut results: Vec<Option<Result<Result<AcceptorState, Refusal>, Error>>> =
+            items.iter().map(|_| None).collect();
+        let mut tables: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        let mut alone = Vec::new();
+        for (i, (root, _)) in items.iter().enumerate() {
+            let batch = tables.entry(&root.table).or_default();
+            if batch.iter().any(|&j| items[j].0.row == root.row) {
+                alone.push(i);
+            } else {
+                batch.push(i);
+            }
         }
-        let state = match &current {
-            Some(bytes) => AcceptorState::decode(bytes)?,
-            None => AcceptorState::default(),
-        };
-        Ok(Judged::Done(match rule(&state) {
-            // Nothing to write for a repeated request.
-            Ok(next) if next != state => return Ok(Judged::Write { current, next }),
-            answer => answer,
-        }))
+        for (table, batch) in tables {
+            let filters: Vec<RowFilter> = batch
+                .iter()
+                .map(|&i| position_and_meta_filter(&log_qualifier(items[i].1)))
+                .collect();
+            let reads: Vec<RowRead<'_>> = batch
+                .iter()
+                .zip(&filters)
+                .map(|(&i, filter)| RowRead {
+                    row: &items[i].0.row,
+                    filter: Some(filter),
+                })
+                .collect();
+            let judged = self
+                .engine
+                .update_rows(table, &reads, Durability::Synced, |k, cells| {
+                    let (i, position) = (batch[k], items[batch[k]].1);
+                    match judge(position, cells, |s| rule(i, s)) {
+                        Ok(Judged::Done(answer)) => (Ok(answer), Vec::new()),
+                        Ok(Judged::Write(next)) => {
+                            let write = set_cell(LOG, &log_qualifier(position), next.encode());
+                            (Ok(Ok(next)), vec![write])
+                        }
+                        Err(e) => (Err(e), Vec::new()),
+                    }
+                });
+            match judged {
+                Ok(answers) => {
+                    for (&i, answer) in batch.iter().zip(answers) {
+                        results[i] = Some(answer);
+                    }
+                }
+                Err(e) if batch.len() == 1 => results[batch[0]] = Some(Err(e.into())),
+                Err(_) => alone.extend(batch),
+            }
+        }
+        for i in alone {
+            let mut answer = self.transition_many(&[items[i]], &|_, s| rule(i, s));
+            results[i] = answer.pop();
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::Damaged("no answer for a transition".into()))))
+            .collect()
     }
 
     /// The acceptor cell of a position and the group's state, in one row read.
@@ -321,25 +310,13 @@ impl Replica {
         root: &RootRow,
         qualifier: &[u8],
     ) -> Result<(Option<Vec<u8>>, GroupMeta), Error> {
-        let newest = |family, q| {
-            RowFilter::Chain(vec![column(family, q), RowFilter::CellsPerColumnLimit(1)])
-        };
-        let filter = RowFilter::Interleave(vec![newest(LOG, qualifier), newest(META, META_STATE)]);
-        let mut cell = None;
-        let mut meta = GroupMeta::default();
-        if let Some(row) = self
+        let filter = position_and_meta_filter(qualifier);
+        let cells = self
             .engine
             .read_row(&root.table, &root.row, Some(&filter))?
-        {
-            for c in row.cells {
-                if c.family == META.as_bytes() {
-                    meta = GroupMeta::decode(&c.value)?;
-                } else {
-                    cell = Some(c.value);
-                }
-            }
-        }
-        Ok((cell, meta))
+            .map(|row| row.cells)
+            .unwrap_or_default();
+        split_position_and_meta(cells)
     }
 
     /// Replaces the group's state cell if it still holds `expected`. Buffered (no
@@ -468,59 +445,59 @@ impl Replica {
     }
 }
 
-/// The check-and-mutate that writes `value` to a position's acceptor cell if the cell
-/// still holds `expected` (`None`: empty) and the group has not applied the position.
-/// The second condition keeps a slow proposer from reusing a position whose cell the
-/// log cleanup already deleted.
-fn position_write(
-    root: &RootRow,
+/// Judges `rule` on a position's cell and the group's state (`cells`, as
+/// [`position_and_meta_filter`] selects them).
+fn judge(
     position: u64,
-    expected: Option<&[u8]>,
-    value: Vec<u8>,
-) -> RowCheck {
-    let qualifier = log_qualifier(position);
-    let applied = applied_through(position);
-    let cell = RowFilter::Chain(vec![
-        column(LOG, &qualifier),
-        RowFilter::CellsPerColumnLimit(1),
-    ]);
-    let predicate = match expected {
-        // Matches (and so does not write) if the cell exists or the position is applied.
-        None => RowFilter::Interleave(vec![cell, applied]),
-        // Matches (and writes) only if the position is unapplied and the cell holds `old`.
-        Some(old) => RowFilter::Condition {
-            predicate: Box::new(applied),
-            true_filter: Some(Box::new(RowFilter::BlockAll)),
-            false_filter: Some(Box::new(RowFilter::Chain(vec![
-                cell,
-                RowFilter::ValueRange {
-                    start: std::ops::Bound::Included(old.to_vec()),
-                    end: std::ops::Bound::Included(old.to_vec()),
-                },
-            ]))),
-        },
-    };
-    let write = vec![set_cell(LOG, &qualifier, value)];
-    let (if_true, if_false) = if expected.is_some() {
-        (write, Vec::new())
-    } else {
-        (Vec::new(), write)
-    };
-    RowCheck {
-        row: root.row.clone(),
-        predicate: Some(predicate),
-        if_true,
-        if_false,
+    cells: Vec<bigtable::Cell>,
+    rule: impl Fn(&AcceptorState) -> Result<AcceptorState, Refusal>,
+) -> Result<Judged, Error> {
+    let (current, meta) = split_position_and_meta(cells)?;
+    if meta.applied >= position {
+        // Decided here (its cell may be cleaned up already): answer as a chosen state
+        // would, without writing.
+        let chosen = match &current {
+            Some(bytes) => AcceptorState::decode(bytes)?.accepted,
+            None => None,
+        };
+        return Ok(Judged::Done(match chosen {
+            Some((_, value)) => rule(&AcceptorState::chosen(&value)),
+            None => Err(Refusal::Applied),
+        }));
     }
+    let state = match &current {
+        Some(bytes) => AcceptorState::decode(bytes)?,
+        None => AcceptorState::default(),
+    };
+    Ok(match rule(&state) {
+        // Nothing to write for a repeated request.
+        Ok(next) if next != state => Judged::Write(next),
+        answer => Judged::Done(answer),
+    })
 }
 
-/// Whether a check-and-mutate wrote, given whether its predicate matched.
-fn wrote(check: &RowCheck, matched: bool) -> bool {
-    if matched {
-        !check.if_true.is_empty()
-    } else {
-        !check.if_false.is_empty()
+/// The newest cell of a position's log column and of the group's state column.
+fn position_and_meta_filter(qualifier: &[u8]) -> RowFilter {
+    let newest =
+        |family, q| RowFilter::Chain(vec![column(family, q), RowFilter::CellsPerColumnLimit(1)]);
+    RowFilter::Interleave(vec![newest(LOG, qualifier), newest(META, META_STATE)])
+}
+
+/// The log cell's value and the decoded state, from what
+/// [`position_and_meta_filter`] selected.
+fn split_position_and_meta(
+    cells: Vec<bigtable::Cell>,
+) -> Result<(Option<Vec<u8>>, GroupMeta), Error> {
+    let mut cell = None;
+    let mut meta = GroupMeta::default();
+    for c in cells {
+        if c.family == META.as_bytes() {
+            meta = GroupMeta::decode(&c.value)?;
+        } else {
+            cell = Some(c.value);
+        }
     }
+    Ok((cell, meta))
 }
 
 /// Replication cells are overwritten in place: always timestamp 0, newest wins.

@@ -35,7 +35,7 @@ use wal::{Wal, WalOptions};
 
 pub use options::EngineOptions;
 pub use read::{ReadRequest, RowRange, RowSet, RowStream, TableSnapshot};
-pub use write::{Durability, ReadModifyWrite, RowCheck, RowMutations};
+pub use write::{Durability, ReadModifyWrite, RowCheck, RowMutations, RowRead};
 
 /// Longest row key accepted.
 pub const MAX_ROW_BYTES: usize = 64 << 10;

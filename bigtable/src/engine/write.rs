@@ -35,6 +35,14 @@ pub struct RowCheck {
     pub if_false: Vec<Mutation>,
 }
 
+/// One row's read in [`Engine::update_rows`].
+#[derive(Debug, Clone, Copy)]
+pub struct RowRead<'a> {
+    pub row: &'a [u8],
+    /// `None`: each column's newest cell.
+    pub filter: Option<&'a RowFilter>,
+}
+
 /// One step of a read-modify-write: applied to the column's newest cell.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadModifyWrite {
@@ -185,41 +193,75 @@ impl Engine {
         durability: Durability,
     ) -> Result<Vec<bool>> {
         let schema = self.core.table_schema(table)?;
-        let mut predicates = Vec::with_capacity(checks.len());
         for check in checks {
             validate_branches(&schema, &check.row, &check.if_true, &check.if_false)?;
-            predicates.push(
-                check
-                    .predicate
-                    .as_ref()
-                    .map(RowFilter::compile)
-                    .transpose()?,
-            );
         }
-        let mut rows: Vec<&[u8]> = checks.iter().map(|c| c.row.as_slice()).collect();
+        let reads: Vec<RowRead<'_>> = checks
+            .iter()
+            .map(|c| RowRead {
+                row: &c.row,
+                filter: c.predicate.as_ref(),
+            })
+            .collect();
+        self.update_rows(table, &reads, durability, |i, cells| {
+            let check = &checks[i];
+            let matched = !cells.is_empty();
+            let chosen = if matched {
+                check.if_true.as_slice()
+            } else {
+                check.if_false.as_slice()
+            };
+            (matched, chosen)
+        })
+    }
+
+    /// Read-then-write of distinct rows of `table`, atomic per row and in one commit:
+    /// under all the rows' locks, each row's cells that its filter outputs (as a read
+    /// now would return them; without a filter, each column's newest cell) go to
+    /// `decide`, which returns an answer and the mutations to write to that row. Every
+    /// row's mutations then go in one commit-log record (one fsync under `Synced`). The
+    /// answers, in the order of `reads`. Nothing is written if any filter or chosen
+    /// mutation is invalid, or two reads name the same row.
+    pub fn update_rows<T, M: AsRef<[Mutation]>>(
+        &self,
+        table: &str,
+        reads: &[RowRead<'_>],
+        durability: Durability,
+        mut decide: impl FnMut(usize, Vec<Cell>) -> (T, M),
+    ) -> Result<Vec<T>> {
+        let schema = self.core.table_schema(table)?;
+        let mut filters = Vec::with_capacity(reads.len());
+        for read in reads {
+            check_row_key(read.row)?;
+            filters.push(read.filter.map(RowFilter::compile).transpose()?);
+        }
+        let mut rows: Vec<&[u8]> = reads.iter().map(|r| r.row).collect();
         rows.sort_unstable();
         if rows.windows(2).any(|w| w[0] == w[1]) {
             return Err(Error::InvalidArgument(
-                "two check-and-mutates of one batch name the same row".into(),
+                "two updates of one batch name the same row".into(),
             ));
         }
         let _locks = self.core.row_locks.lock(table_key(table), &rows);
-        let mut matched = Vec::with_capacity(checks.len());
-        let mut writes: Vec<(&[u8], &[Mutation])> = Vec::new();
-        for (check, predicate) in checks.iter().zip(&predicates) {
-            let branches = (check.if_true.as_slice(), check.if_false.as_slice());
-            let (m, chosen) = self
-                .core
-                .judge(table, &check.row, predicate.as_ref(), branches)?;
-            if !chosen.is_empty() {
-                writes.push((&check.row, chosen));
+        let mut answers = Vec::with_capacity(reads.len());
+        let mut chosen: Vec<(usize, M)> = Vec::new();
+        for (i, (read, filter)) in reads.iter().zip(&filters).enumerate() {
+            let cells = self.core.selected_cells(table, read.row, filter.as_ref())?;
+            let (answer, mutations) = decide(i, cells);
+            if !mutations.as_ref().is_empty() {
+                validate(&schema, read.row, mutations.as_ref())?;
+                chosen.push((i, mutations));
             }
-            matched.push(m);
+            answers.push(answer);
         }
+        let writes: Vec<(&[u8], &[Mutation])> = chosen
+            .iter()
+            .map(|(i, mutations)| (reads[*i].row, mutations.as_ref()))
+            .collect();
         if !writes.is_empty() {
             self.core.commit(table, &writes, durability)?;
         }
-        Ok(matched)
+        Ok(answers)
     }
 
     /// Atomically applies `rules` in order to the newest cells of their columns and
@@ -656,27 +698,27 @@ impl Core {
         predicate: Option<&crate::filter::CompiledFilter>,
         (if_true, if_false): (&'m [Mutation], &'m [Mutation]),
     ) -> Result<(bool, &'m [Mutation])> {
-        let matched = self.matches(table, row, predicate)?;
+        let matched = !self.selected_cells(table, row, predicate)?.is_empty();
         Ok((matched, if matched { if_true } else { if_false }))
     }
 
-    /// Whether `predicate` outputs any cell of `row` (without one: whether the row has
-    /// any cell). The caller holds the row's lock.
-    fn matches(
+    /// The cells of `row` that `filter` outputs (without one: each column's newest
+    /// cell), as a read now would return them. The caller holds the row's lock.
+    fn selected_cells(
         &self,
         table: &str,
         row: &[u8],
-        predicate: Option<&crate::filter::CompiledFilter>,
-    ) -> Result<bool> {
-        // Only the cells the predicate may look at (any cell, without one).
-        let window = match predicate {
+        filter: Option<&crate::filter::CompiledFilter>,
+    ) -> Result<Vec<Cell>> {
+        // Only the cells the filter may look at.
+        let window = match filter {
             Some(filter) => filter.read_window(),
             None => Some(NEWEST_ONLY),
         };
         let cells = self.latest_cells(table, row, window)?;
-        Ok(match predicate {
-            Some(filter) => !filter.apply(row, cells).is_empty(),
-            None => !cells.is_empty(),
+        Ok(match filter {
+            Some(filter) => filter.apply(row, cells),
+            None => cells,
         })
     }
 
