@@ -139,13 +139,29 @@ impl Core {
         root: &RootRow,
         learned: &[Learned<'_>],
     ) -> Result<GroupState, Error> {
+        self.roll_forward_from(root, learned, None)
+    }
+
+    /// As [`Core::learn_and_roll_forward`], starting from `hint` (the group's state as
+    /// this replica knew it a moment ago) instead of reading it. Every step it takes
+    /// from there is a compare-and-set of the state cell, so a stale hint costs one
+    /// failed compare-and-set and then a fresh read, never a wrong apply.
+    pub(crate) fn roll_forward_from(
+        &self,
+        root: &RootRow,
+        learned: &[Learned<'_>],
+        mut hint: Option<GroupState>,
+    ) -> Result<GroupState, Error> {
         let sole_voter = self.sole_voter();
         let witness = self
             .replication()
             .is_some_and(|r| r.local_member().kind == ReplicaKind::Witness);
         let mut learned = learned.to_vec();
         'fresh: loop {
-            let state = self.replica.group_state(root)?;
+            let state = match hint.take() {
+                Some(state) => state,
+                None => self.replica.group_state(root)?,
+            };
             let known = |position: u64| {
                 state.chosen_at(position, sole_voter).or_else(|| {
                     learned

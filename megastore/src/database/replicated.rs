@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::log::LogEntry;
+use crate::paxos::acceptor::AcceptorState;
 use crate::paxos::proposer::{Outcome, Reply};
 use crate::replica::{AcceptRequest, GroupState, RootRow};
 use crate::replicas::{Peer, ReplicaKind, Replication};
@@ -363,13 +364,14 @@ impl Core {
             proposal: self.rng.lock().next_u64(),
             writes: Vec::new(),
         };
-        let Outcome::Chosen { value, .. } =
+        let (Outcome::Chosen { value, .. }, _) =
             self.choose(peers, root, position, no_op.encode(), None)?;
         Ok(value)
     }
 
     /// Runs Paxos at `position` for `value` (from `leader` on the fast path), then
-    /// invalidates the full replicas that did not accept what was chosen.
+    /// invalidates the full replicas that did not accept what was chosen. Also whether
+    /// this replica was heard to accept the chosen value.
     fn choose(
         &self,
         peers: &Peers<'_>,
@@ -377,7 +379,7 @@ impl Core {
         position: u64,
         value: Vec<u8>,
         leader: Option<usize>,
-    ) -> Result<Outcome, Error> {
+    ) -> Result<(Outcome, bool), Error> {
         let (voters, members) = peers.voters(self);
         let options = self.propose_options(peers.config);
         let mut rng = crate::sim::Rng::new(self.rng.lock().next_u64());
@@ -388,7 +390,7 @@ impl Core {
             self.suspects.clear(m);
         }
         self.invalidate_others(peers, root, position, &accepted);
-        Ok(outcome)
+        Ok((outcome, accepted.contains(&peers.config.local)))
     }
 
     /// The member this replica nominates to lead the next position: itself if it
@@ -438,8 +440,16 @@ impl Core {
             None
         };
         let proposing = self.proposing.mark(root, position);
-        let Outcome::Chosen { value, ours } = self.choose(&peers, root, position, value, leader)?;
-        self.apply_everywhere(&peers, root, position, &value)?;
+        let (Outcome::Chosen { value, ours }, accepted_here) =
+            self.choose(&peers, root, position, value, leader)?;
+        // Accepted here, the chosen value is this replica's own: it applies it on the
+        // state it rolled forward to before proposing, without reading that again.
+        let hint = accepted_here.then(|| {
+            let mut known = state.clone();
+            known.log.insert(position, AcceptorState::chosen(&value));
+            known
+        });
+        self.apply_everywhere(&peers, root, position, &value, hint)?;
         drop(proposing);
         Ok(if ours {
             Proposal::Committed
@@ -488,16 +498,18 @@ impl Core {
         }
     }
 
-    /// Applies the chosen `value` at `position` here, then at every other replica that
-    /// answers (best effort: a replica that misses it catches up later).
+    /// Applies the chosen `value` at `position` here (from `hint`, the group's state
+    /// as known here, if given), then at every other replica that answers (best effort:
+    /// a replica that misses it catches up later).
     fn apply_everywhere(
         &self,
         peers: &Peers<'_>,
         root: &RootRow,
         position: u64,
         value: &[u8],
+        hint: Option<GroupState>,
     ) -> Result<(), Error> {
-        self.apply_chosen(root, position, value)?;
+        self.roll_forward_from(root, &[(position, value)], hint)?;
         for peer in peers.remote.iter().flatten() {
             if peers.config.propose.parallel {
                 // Nothing waits for it: a replica that misses it catches up later.
