@@ -231,9 +231,7 @@ impl Replica {
         rule: impl Fn(&AcceptorState) -> Result<AcceptorState, Refusal>,
     ) -> Result<Result<AcceptorState, Refusal>, Error> {
         let mut answers = self.transition_many(&[(root, position)], &|_, s| rule(s));
-        answers
-            .pop()
-            .unwrap_or_else(|| Err(Error::Damaged("no answer for a transition".into())))
+        answers.pop().unwrap_or_else(|| Err(unanswered()))
     }
 
     /// Applies `rule(i, ..)` to the cell of position `items[i]`. Each is judged on its
@@ -300,7 +298,7 @@ impl Replica {
         }
         results
             .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(Error::Damaged("no answer for a transition".into()))))
+            .map(|r| r.unwrap_or_else(|| Err(unanswered())))
             .collect()
     }
 
@@ -474,6 +472,12 @@ fn judge(
         Ok(next) if next != state => Judged::Write(next),
         answer => Judged::Done(answer),
     })
+}
+
+/// A transition that got no answer: every item gets one, so this is a bug, reported
+/// rather than panicked on.
+fn unanswered() -> Error {
+    Error::Damaged("no answer for a transition".into())
 }
 
 /// The newest cell of a position's log column and of the group's state column.
