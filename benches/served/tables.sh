@@ -112,11 +112,31 @@ peak_rss() {
     echo "${out% } MB"
 }
 
-# Runs served-bench with "$@", printing its result line and its own peak RSS.
+# The CPU time (user + system) the pids in file $1 have used, in clock ticks.
+cpu_ticks() {
+    local pid total=0
+    while read -r pid; do
+        total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+    done <"$1"
+    echo "$total"
+}
+
+# Runs served-bench with "$@" against the servers whose pids are in file $1, printing
+# its result line, its own peak RSS and, unless $1 is "-", the servers' CPU time per
+# write (warm-up writes included) and how many of the machine's cores they kept busy.
 run_bench() {
-    /usr/bin/time -v "$bench" "$@" 2>"$work/time.log" | sed 's/^/  /'
+    local pids=$1 ticks=0 start writes
+    shift
+    [[ $pids != - ]] && ticks=$(cpu_ticks "$pids")
+    start=$(date +%s.%N)
+    /usr/bin/time -v "$bench" "$@" 2>"$work/time.log" | tee "$work/bench.out" | sed 's/^/  /'
     grep -o "Maximum resident set size (kbytes): [0-9]*" "$work/time.log" |
         awk '{printf "  (client peak RSS %.1f MB)\n", $NF / 1024}'
+    [[ $pids == - ]] && return
+    writes=$(grep -o "^[0-9]* writes" "$work/bench.out" | awk '{print $1 + int($1 / 10)}')
+    awk -v t=$(($(cpu_ticks "$pids") - ticks)) -v hz="$(getconf CLK_TCK)" -v n="$writes" \
+        -v start="$start" -v end="$(date +%s.%N)" -v cores="$(nproc)" \
+        'BEGIN { printf "  (servers: %.0f µs CPU per write, %.1f of %d cores busy)\n", t / hz / n * 1e6, t / hz / (end - start), cores }'
 }
 
 # The lock service for Megastore's coordinators.
@@ -128,9 +148,9 @@ table1)
     start_megastore table1
     m="127.0.0.1:27401,127.0.0.1:27402,127.0.0.1:27403"
     echo "== Megastore, 3 full replicas (one process each)"
-    echo "1 client:"; run_bench --system megastore --endpoints "$m" --ops "$ops1"
-    echo "64 clients over 64 groups:"; run_bench --system megastore --endpoints "$m" --clients 64 --groups 64 --ops "$ops64"
-    echo "64 clients on one group (one replica):"; run_bench --system megastore --endpoints 127.0.0.1:27401 --clients 64 --groups 1 --ops "$ops64"
+    echo "1 client:"; run_bench "$work/table1.pids" --system megastore --endpoints "$m" --ops "$ops1"
+    echo "64 clients over 64 groups:"; run_bench "$work/table1.pids" --system megastore --endpoints "$m" --clients 64 --groups 64 --ops "$ops64"
+    echo "64 clients on one group (one replica):"; run_bench "$work/table1.pids" --system megastore --endpoints 127.0.0.1:27401 --clients 64 --groups 1 --ops "$ops64"
     echo "servers' peak RSS: $(peak_rss "$work/table1.pids")"
     kill $(cat "$work/table1.pids")
 
@@ -138,9 +158,9 @@ table1)
     pgrep -f "name bench-" >"$work/etcd.pids"
     e="127.0.0.1:23379,127.0.0.1:23389,127.0.0.1:23399"
     echo "== etcd $("$etcd" --version | head -1 | awk '{print $3}'), 3 members"
-    echo "1 client:"; run_bench --system etcd --endpoints "$e" --ops "$ops1"
-    echo "64 clients over 64 keys:"; run_bench --system etcd --endpoints "$e" --clients 64 --groups 64 --ops "$ops64"
-    echo "64 clients on one group's keys:"; run_bench --system etcd --endpoints "$e" --clients 64 --groups 1 --ops "$ops64"
+    echo "1 client:"; run_bench "$work/etcd.pids" --system etcd --endpoints "$e" --ops "$ops1"
+    echo "64 clients over 64 keys:"; run_bench "$work/etcd.pids" --system etcd --endpoints "$e" --clients 64 --groups 64 --ops "$ops64"
+    echo "64 clients on one group's keys:"; run_bench "$work/etcd.pids" --system etcd --endpoints "$e" --clients 64 --groups 1 --ops "$ops64"
     echo "servers' peak RSS: $(peak_rss "$work/etcd.pids")"
     ;;
 table2)
@@ -153,7 +173,7 @@ table2)
         megastore_config "$name" "$latency" $kinds
         start_megastore "$name"
         echo "== Megastore, replicas ${kinds// /, }; round trips $latency ms; client at a"
-        run_bench --system megastore --endpoints 127.0.0.1:27401 --ops "$ops" --reads "$ops"
+        run_bench - --system megastore --endpoints 127.0.0.1:27401 --ops "$ops" --reads "$ops"
         echo "servers' peak RSS: $(peak_rss "$work/$name.pids")"
         kill $(cat "$work/$name.pids")
         for pid in $(cat "$work/$name.pids"); do

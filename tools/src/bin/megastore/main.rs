@@ -11,6 +11,13 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use megastore::tls::TlsFiles;
 
+/// jemalloc, not the system's malloc: a replica's threads allocate and free across
+/// one another all the time, and glibc's malloc took 18% of its CPU under load
+/// (`docs/benchmarks.md`, "Served Megastore next to etcd").
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "megastore", about = "Serve Megastore, or talk to a served one")]
 struct Cli {
