@@ -95,22 +95,20 @@ impl Replica {
     /// them with [`Replica::log_range`]) are never walked.
     pub fn group_state(&self, root: &RootRow) -> Result<GroupState, Error> {
         let snapshot = self.engine.snapshot(&root.table)?;
-        let newest = |filter| -> Result<Option<bigtable::Row>, Error> {
-            let compiled = bigtable::RowFilter::compile(&filter)?;
-            Ok(snapshot.read_row(&root.row, Some(&compiled))?)
-        };
-        let mut state = GroupState::default();
-        let meta = newest(RowFilter::Chain(vec![
-            column(META, META_STATE),
-            RowFilter::CellsPerColumnLimit(1),
-        ]))?;
-        if let Some(cell) = meta.and_then(|r| r.cells.into_iter().next()) {
-            state.meta = GroupMeta::decode(&cell.value)?;
-            state.meta_cell = Some(cell.value);
-        }
-        let log = newest(log_range_filter(state.meta.applied, None))?;
-        state.log = decode_log(log)?;
-        Ok(state)
+        let (meta, meta_cell) = read_meta(&snapshot, root)?;
+        let filter = bigtable::RowFilter::compile(&log_range_filter(meta.applied, None))?;
+        let log = decode_log(snapshot.read_row(&root.row, Some(&filter))?)?;
+        Ok(GroupState {
+            meta,
+            meta_cell,
+            log,
+        })
+    }
+
+    /// The group's state cell alone (decoded, and its bytes for compare-and-set): one
+    /// row read, for callers that need no log position.
+    pub fn group_meta(&self, root: &RootRow) -> Result<(GroupMeta, Option<Vec<u8>>), Error> {
+        read_meta(&self.engine.snapshot(&root.table)?, root)
     }
 
     /// The acceptor states of the positions `from..=to` the root row still holds.
@@ -350,8 +348,8 @@ impl Replica {
     /// positions up to there. `Unavailable` if the state kept changing underneath.
     pub fn durable_applied(&self, root: &RootRow) -> Result<u64, Error> {
         for _ in 0..8 {
-            let state = self.group_state(root)?;
-            let Some(cell) = state.meta_cell else {
+            let (meta, meta_cell) = self.group_meta(root)?;
+            let Some(cell) = meta_cell else {
                 return Ok(0);
             };
             let predicate = RowFilter::Chain(vec![
@@ -372,7 +370,7 @@ impl Replica {
                 Durability::Synced,
             )?;
             if matched {
-                return Ok(state.meta.applied);
+                return Ok(meta.applied);
             }
         }
         Err(Error::Unavailable(
@@ -539,6 +537,23 @@ fn log_range_filter(from: u64, to: Option<u64>) -> RowFilter {
         },
         RowFilter::CellsPerColumnLimit(1),
     ])
+}
+
+/// The newest state cell of the group in `root`, decoded (the default state when it
+/// was never written), with its bytes.
+fn read_meta(
+    snapshot: &bigtable::TableSnapshot,
+    root: &RootRow,
+) -> Result<(GroupMeta, Option<Vec<u8>>), Error> {
+    let filter = bigtable::RowFilter::compile(&RowFilter::Chain(vec![
+        column(META, META_STATE),
+        RowFilter::CellsPerColumnLimit(1),
+    ]))?;
+    let row = snapshot.read_row(&root.row, Some(&filter))?;
+    match row.and_then(|r| r.cells.into_iter().next()) {
+        Some(cell) => Ok((GroupMeta::decode(&cell.value)?, Some(cell.value))),
+        None => Ok((GroupMeta::default(), None)),
+    }
 }
 
 fn decode_log(row: Option<bigtable::Row>) -> Result<BTreeMap<u64, AcceptorState>, Error> {

@@ -62,15 +62,15 @@ impl Database {
     fn begin_with(&self, group: &GroupKey, current: bool) -> Result<ReadToken, Error> {
         let root = self.core.root_row(group)?;
         self.core.serves_reads()?;
-        let state = if current {
-            self.core.make_current(&root)?
+        let meta = if current {
+            self.core.make_current(&root)?.meta
         } else {
-            self.core.replica.group_state(&root)?
+            self.core.replica.group_meta(&root)?.0
         };
-        let (schema_version, _) = self.core.schema_for(state.meta.schema_version)?;
+        let (schema_version, _) = self.core.schema_for(meta.schema_version)?;
         Ok(ReadToken {
-            position: state.meta.applied,
-            timestamp: state.meta.applied_timestamp,
+            position: meta.applied,
+            timestamp: meta.applied_timestamp,
             schema_version,
             began_at: self.core.options.clock.now_micros(),
         })

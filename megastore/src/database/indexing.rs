@@ -19,10 +19,10 @@ impl Core {
     /// the two steps only means some are written again. Returns the timestamp of the
     /// last entry indexed.
     pub(super) fn index_group(&self, root: &RootRow) -> Result<i64, Error> {
-        let state = self.replica.group_state(root)?;
-        let (from, through) = (state.meta.indexed + 1, state.meta.applied);
+        let (meta, _) = self.replica.group_meta(root)?;
+        let (from, through) = (meta.indexed + 1, meta.applied);
         if from > through {
-            return Ok(state.meta.applied_timestamp);
+            return Ok(meta.applied_timestamp);
         }
         let log = self.replica.log_range(root, from, through)?;
         for position in from..=through {
@@ -36,25 +36,22 @@ impl Core {
             apply_global_indexes(self.engine(), &schema, &root.table, &root.row, &entry)?;
         }
         self.record_indexed(root, through)?;
-        Ok(state.meta.applied_timestamp)
+        Ok(meta.applied_timestamp)
     }
 
     /// Raises the group's indexed position to `through` (unless it is there already),
     /// whatever else changed in its state meanwhile.
     fn record_indexed(&self, root: &RootRow, through: u64) -> Result<(), Error> {
         loop {
-            let state = self.replica.group_state(root)?;
-            if state.meta.indexed >= through {
+            let (meta, meta_cell) = self.replica.group_meta(root)?;
+            if meta.indexed >= through {
                 return Ok(());
             }
             let next = GroupMeta {
                 indexed: through,
-                ..state.meta
+                ..meta
             };
-            if self
-                .replica
-                .set_meta(root, state.meta_cell.as_deref(), next)?
-            {
+            if self.replica.set_meta(root, meta_cell.as_deref(), next)? {
                 return Ok(());
             }
         }

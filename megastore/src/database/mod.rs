@@ -405,13 +405,13 @@ impl Database {
     pub fn read(&self, group: &GroupKey, mode: ReadMode) -> Result<Snapshot<'_>, Error> {
         let root = self.core.root_row(group)?;
         self.core.serves_reads()?;
-        let state = match mode {
-            ReadMode::Current => Some(self.core.make_current(&root)?),
-            ReadMode::Snapshot => Some(self.core.replica.group_state(&root)?),
+        let meta = match mode {
+            ReadMode::Current => Some(self.core.make_current(&root)?.meta),
+            ReadMode::Snapshot => Some(self.core.replica.group_meta(&root)?.0),
             ReadMode::Inconsistent => None,
         };
-        let (schema_version, schema) = match &state {
-            Some(s) => self.core.schema_for(s.meta.schema_version)?,
+        let (schema_version, schema) = match &meta {
+            Some(m) => self.core.schema_for(m.schema_version)?,
             None => self.core.current.read().clone(),
         };
         Ok(Snapshot {
@@ -421,8 +421,8 @@ impl Database {
             root_table: group.root.clone(),
             root_key: Some(group.key.clone()),
             group_row: root.row,
-            position: state.as_ref().map(|s| s.meta.applied),
-            timestamp: state.as_ref().map(|s| s.meta.applied_timestamp),
+            position: meta.as_ref().map(|m| m.applied),
+            timestamp: meta.as_ref().map(|m| m.applied_timestamp),
             reads: None,
             taken_at: self.core.options.clock.now_micros(),
         })
@@ -497,8 +497,8 @@ impl Database {
     /// the log positions its root row holds.
     pub fn group_meta(&self, group: &GroupKey) -> Result<(GroupMeta, Vec<u64>), Error> {
         let root = self.core.root_row(group)?;
-        let state = self.core.replica.group_state(&root)?;
-        Ok((state.meta, self.core.replica.log_positions(&root)?))
+        let (meta, _) = self.core.replica.group_meta(&root)?;
+        Ok((meta, self.core.replica.log_positions(&root)?))
     }
 }
 
